@@ -1,0 +1,223 @@
+/// One member of a Raft group, as a pure, deterministic state machine.
+///
+/// It reads no clock, does no I/O and starts no thread: the runtime feeds it ticks, messages and
+/// proposals, and collects what to persist, send and apply through `ready()` and `advance(_:)`.
+/// The same configuration, seed and inputs always produce the same outputs.
+public struct RaftNode: Sendable {
+    public let id: NodeID
+    let config: RaftConfig
+    public internal(set) var term: UInt64
+    /// Whom this node voted for in `term`, or `noNode`.
+    public internal(set) var vote: NodeID
+    /// The leader of `term` as far as this node knows, or `noNode`.
+    public internal(set) var leader: NodeID
+    /// The membership as of the last applied entry.
+    public internal(set) var membership: Membership
+    var log: RaftLog
+    var role: RoleState = .follower
+    var electionElapsed = 0
+    var heartbeatElapsed = 0
+    var randomizedElectionTimeout = 0
+    var random: DeterministicRandom
+    /// SOFAJRaft's target priority: a node campaigns only when its own priority reaches it.
+    var targetPriority: ElectionPriority
+    var electionTimeoutsBelowTarget = 0
+    /// The newest snapshot this node holds, sent to followers whose next entry is compacted away.
+    var latestSnapshot: Snapshot?
+
+    var outbox: [Message] = []
+    var outboxAfterPersist: [Message] = []
+    var readStates: [ReadState] = []
+    var events: [RaftEvent] = []
+    var persistedHardState: HardState
+    var readySequence: UInt64 = 0
+    var outstandingReady: UInt64?
+
+    /// Creates a node from what its storage recovered. Use `RecoveredState.bootstrap` for the founding
+    /// members of a new group and `RecoveredState.empty` for a node that joins one.
+    public init(config: RaftConfig, recovered: RecoveredState) throws(RaftConfigError) {
+        try config.validate()
+        self.id = config.id
+        self.config = config
+        self.term = recovered.hardState.term
+        self.vote = recovered.hardState.vote
+        self.leader = noNode
+        self.membership = recovered.snapshot?.membership ?? .empty
+        let snapshotIndex = recovered.snapshot?.index ?? 0
+        let entries = recovered.entries.filter { $0.index > snapshotIndex }
+        for (offset, entry) in entries.enumerated() where entry.index != snapshotIndex + 1 + UInt64(offset) {
+            throw .invalid("recovered log is not contiguous at index \(entry.index)")
+        }
+        self.log = RaftLog(
+            snapshotIndex: snapshotIndex, snapshotTerm: recovered.snapshot?.term ?? 0,
+            entries: entries, committed: 0)
+        log.commit(to: max(recovered.hardState.commit, snapshotIndex))
+        self.random = DeterministicRandom(seed: config.randomSeed ^ (config.id &* 0x9E37_79B9_7F4A_7C15))
+        self.targetPriority = membership.maximumVoterPriority
+        self.persistedHardState = HardState(term: term, vote: vote, commit: log.committed)
+        resetRandomizedElectionTimeout()
+    }
+
+    // MARK: - Queries
+
+    public var currentRole: RaftRole { role.kind }
+    public var commitIndex: UInt64 { log.committed }
+    public var appliedIndex: UInt64 { log.applied }
+    public var lastIndex: UInt64 { log.lastIndex }
+    public var firstIndex: UInt64 { log.firstIndex }
+    public func term(at index: UInt64) -> UInt64? { log.term(at: index) }
+    public func entry(at index: UInt64) -> Entry? { log.entry(at: index) }
+    public var isLeader: Bool { role.kind == .leader }
+    /// True when the membership lets this node vote and so campaign.
+    public var isPromotable: Bool { membership.isVoter(id) }
+
+    var hardState: HardState { HardState(term: term, vote: vote, commit: log.committed) }
+
+    // MARK: - Inputs
+
+    /// Advances logical time by one tick.
+    public mutating func tick() {
+        switch role {
+        case .leader, .leaderCheckedOut: tickLeader()
+        case .follower, .preCandidate, .candidate: tickElection()
+        }
+    }
+
+    /// Starts an election now, as if the election timeout had passed.
+    public mutating func campaign() {
+        hup(isTransfer: false)
+    }
+
+    /// Proposes application data. Returns the index the entry will have if it commits.
+    @discardableResult
+    public mutating func propose(_ data: [UInt8]) throws(ProposalError) -> UInt64 {
+        guard data.count <= config.maxProposalBytes else {
+            throw .tooLarge(bytes: data.count, limit: config.maxProposalBytes)
+        }
+        return try proposeEntry(.normal(data))
+    }
+
+    /// Asks for a linearizable read point. The answer arrives as a `ReadState` with this context in
+    /// a later `Ready`; serve the read once applied up to its index. On a follower or learner the
+    /// request goes to the leader.
+    public mutating func readIndex(context: UInt64) throws(ProposalError) {
+        if case .leader = role {
+            leading { node, state in node.handleLeaderRead(PendingRead(context: context, requester: node.id), &state) }
+            return
+        }
+        guard leader != noNode else { throw .noLeader }
+        send(Message(from: id, to: leader, term: term, payload: .readIndexRequest(context: context)), afterPersist: false)
+    }
+
+    /// Tells the leader that `peer` could not be reached; it stops pipelining to it.
+    public mutating func reportUnreachable(_ peer: NodeID) {
+        leading { node, state in
+            guard var progress = state.progress[peer], peer != node.id else { return }
+            if progress.state == .replicate {
+                progress.becomeProbe()
+                node.events.append(.replicator(peer: peer, .stateChanged(.probe)))
+            }
+            if progress.isOnline {
+                progress.isOnline = false
+                node.events.append(.replicator(peer: peer, .error("unreachable")))
+                node.events.append(.replicator(peer: peer, .offline))
+            }
+            state.progress[peer] = progress
+        }
+    }
+
+    /// Tells the leader whether a snapshot it sent to `peer` arrived.
+    public mutating func reportSnapshot(peer: NodeID, success: Bool) {
+        leading { node, state in
+            guard var progress = state.progress[peer], case .snapshot(let index) = progress.state else { return }
+            if success {
+                progress.becomeProbe()
+                progress.next = max(progress.next, index + 1)
+                progress.isProbeSent = true
+            } else {
+                progress.state = .snapshot(index: 0)
+                progress.becomeProbe()
+                node.events.append(.replicator(peer: peer, .error("snapshot failed")))
+            }
+            node.events.append(.replicator(peer: peer, .stateChanged(progress.state)))
+            state.progress[peer] = progress
+        }
+    }
+
+    // MARK: - Shared machinery
+
+    mutating func proposeEntry(_ payload: EntryPayload) throws(ProposalError) -> UInt64 {
+        guard case .leader(let state) = role else { throw .notLeader(leaderHint: leader == noNode ? nil : leader) }
+        if let target = state.transferTarget { throw .leadershipTransferInProgress(to: target) }
+        let index = log.lastIndex + 1
+        log.append([Entry(term: term, index: index, payload: payload)])
+        return index
+    }
+
+    mutating func send(_ message: Message, afterPersist: Bool) {
+        if afterPersist {
+            outboxAfterPersist.append(message)
+        } else {
+            outbox.append(message)
+        }
+    }
+
+    /// Sends what a non-leader answers: it may acknowledge state this round changed, so it waits
+    /// for the persisting to finish.
+    mutating func reply(to message: Message, term replyTerm: UInt64? = nil, _ payload: Message.Payload) {
+        send(Message(from: id, to: message.from, term: replyTerm ?? term, payload: payload), afterPersist: true)
+    }
+
+    mutating func resetRandomizedElectionTimeout() {
+        randomizedElectionTimeout = config.electionTick + random.below(config.electionTick)
+    }
+
+    /// Checks out the leader state for the duration of `body`, so the state can be changed in place
+    /// without copying it, while `body` still has the whole node at hand.
+    mutating func leading(_ body: (inout RaftNode, inout LeaderState) -> Void) {
+        guard case .leader(var state) = role else { return }
+        role = .leaderCheckedOut
+        body(&self, &state)
+        if case .leaderCheckedOut = role { role = .leader(state) }
+    }
+}
+
+/// A node's role, with the state only that role has.
+enum RoleState: Sendable {
+    case follower
+    case preCandidate(votes: [NodeID: Bool])
+    case candidate(votes: [NodeID: Bool])
+    case leader(LeaderState)
+    /// The leader state is checked out by `RaftNode.leading(_:)`.
+    case leaderCheckedOut
+
+    var kind: RaftRole {
+        switch self {
+        case .follower: return .follower
+        case .preCandidate: return .preCandidate
+        case .candidate: return .candidate
+        case .leader, .leaderCheckedOut: return .leader
+        }
+    }
+}
+
+/// A read waiting for the leader to confirm its leadership.
+struct PendingRead: Sendable {
+    var context: UInt64
+    var requester: NodeID
+}
+
+/// The state only a leader has.
+struct LeaderState: Sendable {
+    var progress: [NodeID: Progress]
+    /// The index of the last membership change proposed; another may be proposed once it is applied.
+    var pendingConfigurationIndex: UInt64
+    var transferTarget: NodeID?
+    /// Reads that wait until this leader has committed an entry of its own term.
+    var readsAwaitingTermCommit: [PendingRead] = []
+    /// Reads that wait for the next confirmation round.
+    var queuedReads: [PendingRead] = []
+    /// The round in flight: its number, the read index it will grant, and the reads it answers.
+    var activeReadRound: (round: UInt64, index: UInt64, reads: [PendingRead])?
+    var lastReadRound: UInt64 = 0
+}
