@@ -17,7 +17,10 @@ let package = Package(
             name: "RaftCore",
             dependencies: [.product(name: "DequeModule", package: "swift-collections")]
         ),
-        .target(name: "RaftSimulation", dependencies: ["RaftCore"]),
+        .target(
+            name: "RaftSimulation",
+            dependencies: ["RaftCore", .product(name: "HeapModule", package: "swift-collections")]
+        ),
         .executableTarget(
             name: "divan",
             dependencies: [

@@ -3,6 +3,12 @@ extension RaftNode {
 
     mutating func tickElection() {
         electionElapsed += 1
+        ticksSinceLeaderContact += 1
+        if ticksSinceLeaderContact >= config.electionTick && leader != noNode && role.kind == .follower {
+            // A leader silent for an election timeout is gone as far as clients are concerned:
+            // reads fail fast with "no leader" instead of waiting on it.
+            setLeader(noNode)
+        }
         if isPromotable && electionElapsed >= randomizedElectionTimeout {
             electionElapsed = 0
             hup(isTransfer: false)
@@ -105,6 +111,7 @@ extension RaftNode {
         }
         electionElapsed = 0
         heartbeatElapsed = 0
+        ticksSinceLeaderContact = 0
         resetRandomizedElectionTimeout()
     }
 
@@ -198,6 +205,6 @@ extension RaftNode {
     /// Leader stickiness (Raft thesis §4.2.3): a node that heard from a live leader within the
     /// election timeout ignores votes, unless a leader transfer asked for them.
     var isInLeaderLease: Bool {
-        config.checkQuorum && leader != noNode && electionElapsed < config.electionTick
+        config.checkQuorum && leader != noNode && ticksSinceLeaderContact < config.electionTick
     }
 }

@@ -2,16 +2,10 @@ extension RaftNode {
     /// True when `ready()` has something to hand out and no earlier `Ready` is outstanding.
     public var hasReady: Bool {
         guard outstandingReady == nil else { return false }
-        if case .leader(let state) = role, hasUnsentEntries(state) { return true }
+        if case .leader(let state) = role, state.hasUnsentProposals { return true }
         return hardState != persistedHardState || !log.unstableEntries.isEmpty || log.pendingSnapshot != nil
             || !outbox.isEmpty || !outboxAfterPersist.isEmpty || !log.unappliedCommittedEntries.isEmpty
             || !readStates.isEmpty || !events.isEmpty
-    }
-
-    private func hasUnsentEntries(_ state: LeaderState) -> Bool {
-        state.progress.contains { peer, progress in
-            peer != id && progress.next <= log.lastIndex && !progress.isPaused(window: config.maxInflightMessages)
-        }
     }
 
     /// Collects everything this node produced since the last `Ready`. Returns nil when there is
@@ -19,7 +13,12 @@ extension RaftNode {
     public mutating func ready() -> Ready? {
         guard outstandingReady == nil else { return nil }
         // Proposals made since the last round go out together, one append per follower.
-        leading { node, state in node.broadcastAppend(&state, sendIfEmpty: false) }
+        leading { node, state in
+            if state.hasUnsentProposals {
+                state.hasUnsentProposals = false
+                node.broadcastAppend(&state, sendIfEmpty: false)
+            }
+        }
         guard hasReady else { return nil }
         let state = hardState
         let snapshot = log.pendingSnapshot

@@ -65,15 +65,18 @@ extension RaftNode {
         switch message.payload {
         case .append(let append):
             electionElapsed = 0
+            ticksSinceLeaderContact = 0
             setLeader(message.from)
             handleAppend(message, append)
         case .heartbeat(let commit, let readRound):
             electionElapsed = 0
+            ticksSinceLeaderContact = 0
             setLeader(message.from)
             log.commit(to: min(commit, log.lastIndex))
             reply(to: message, .heartbeatResponse(readRound: readRound))
         case .snapshot(let snapshot):
             electionElapsed = 0
+            ticksSinceLeaderContact = 0
             setLeader(message.from)
             handleSnapshot(message, snapshot)
         case .timeoutNow:

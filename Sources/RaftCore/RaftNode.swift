@@ -16,6 +16,9 @@ public struct RaftNode: Sendable {
     var log: RaftLog
     var role: RoleState = .follower
     var electionElapsed = 0
+    /// Ticks since a follower last heard from its leader; drives leader stickiness, and is kept apart
+    /// from `electionElapsed` because nodes that may not campaign (priority) still time out.
+    var ticksSinceLeaderContact = 0
     var heartbeatElapsed = 0
     var randomizedElectionTimeout = 0
     var random: DeterministicRandom
@@ -42,17 +45,18 @@ public struct RaftNode: Sendable {
         self.term = recovered.hardState.term
         self.vote = recovered.hardState.vote
         self.leader = noNode
-        self.membership = recovered.snapshot?.membership ?? .empty
-        let snapshotIndex = recovered.snapshot?.index ?? 0
+        self.membership = recovered.snapshot?.metadata.membership ?? .empty
+        let snapshotIndex = recovered.snapshot?.metadata.index ?? 0
         let entries = recovered.entries.filter { $0.index > snapshotIndex }
         for (offset, entry) in entries.enumerated() where entry.index != snapshotIndex + 1 + UInt64(offset) {
             throw .invalid("recovered log is not contiguous at index \(entry.index)")
         }
         self.log = RaftLog(
-            snapshotIndex: snapshotIndex, snapshotTerm: recovered.snapshot?.term ?? 0,
+            snapshotIndex: snapshotIndex, snapshotTerm: recovered.snapshot?.metadata.term ?? 0,
             entries: entries, committed: 0)
         log.commit(to: max(recovered.hardState.commit, snapshotIndex))
         self.random = DeterministicRandom(seed: config.randomSeed ^ (config.id &* 0x9E37_79B9_7F4A_7C15))
+        self.latestSnapshot = recovered.snapshot
         self.targetPriority = membership.maximumVoterPriority
         self.persistedHardState = HardState(term: term, vote: vote, commit: log.committed)
         resetRandomizedElectionTimeout()
@@ -151,6 +155,7 @@ public struct RaftNode: Sendable {
         if let target = state.transferTarget { throw .leadershipTransferInProgress(to: target) }
         let index = log.lastIndex + 1
         log.append([Entry(term: term, index: index, payload: payload)])
+        leading { _, state in state.hasUnsentProposals = true }
         return index
     }
 
@@ -220,4 +225,6 @@ struct LeaderState: Sendable {
     /// The round in flight: its number, the read index it will grant, and the reads it answers.
     var activeReadRound: (round: UInt64, index: UInt64, reads: [PendingRead])?
     var lastReadRound: UInt64 = 0
+    /// Proposals since the last `Ready` go out together when it is collected, one append per follower.
+    var hasUnsentProposals = false
 }

@@ -116,11 +116,12 @@ public enum ProposalError: Error, Sendable, Hashable, CustomStringConvertible {
 /// The durable state a node restarts from, as its storage recovered it.
 public struct RecoveredState: Sendable {
     public var hardState: HardState
-    /// The latest snapshot, if any; the log starts right after it.
-    public var snapshot: SnapshotMetadata?
+    /// The latest snapshot, if any; the log starts right after it. Its data may be a reference
+    /// to files the runtime holds; the core hands it to followers that need it.
+    public var snapshot: Snapshot?
     public var entries: [Entry]
 
-    public init(hardState: HardState, snapshot: SnapshotMetadata?, entries: [Entry]) {
+    public init(hardState: HardState, snapshot: Snapshot?, entries: [Entry]) {
         self.hardState = hardState
         self.snapshot = snapshot
         self.entries = entries
