@@ -9,7 +9,7 @@ public enum ReadMode: Sendable, Hashable {
 
 /// Deliberate bugs that tests switch on to prove the simulator's checks can fail. Never set in production.
 public enum InjectedBug: String, Sendable, Hashable, CaseIterable {
-    /// Count every vote response, so a duplicated message counts twice.
+    /// Count the candidate's own vote twice.
     case countVoteTwice
     /// Answer reads with the commit index at once, without confirming leadership.
     case readWithoutHeartbeatRound

@@ -84,7 +84,7 @@ extension RaftNode {
         case .candidate(let v) where !isPreVote: votes = v
         default: return false
         }
-        if config.injectedBug == .countVoteTwice, granted, votes[voter] == true,
+        if config.injectedBug == .countVoteTwice, granted, voter == id,
            let other = Set(membership.voters).union(membership.outgoingVoters).sorted().first(where: { votes[$0] == nil }) {
             votes[other] = true
         }

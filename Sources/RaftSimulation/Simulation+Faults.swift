@@ -52,11 +52,7 @@ extension Simulation {
         switch random.below(11) {
         case 0:
             guard let node = pickVictim() else { return }
-            for other in all where other.id != node.id {
-                blocked[Int(node.id)][Int(other.id)] = true
-                blocked[Int(other.id)][Int(node.id)] = true
-            }
-            trace("partition: node \(node.id) isolated")
+            isolate(node)
         case 1:
             let from = all[random.below(all.count)], to = all[random.below(all.count)]
             blocked[Int(from.id)][Int(to.id)] = true
@@ -95,6 +91,14 @@ extension Simulation {
     func pickVictim() -> SimulatedNode? {
         if random.chance(1, in: 2), let leader = currentLeader { return leader }
         return liveNodes.randomElement(using: &random)
+    }
+
+    func isolate(_ node: SimulatedNode) {
+        for other in nodes.dropFirst() where other.id != node.id {
+            blocked[Int(node.id)][Int(other.id)] = true
+            blocked[Int(other.id)][Int(node.id)] = true
+        }
+        trace("partition: node \(node.id) isolated")
     }
 
     func healPartitions() {

@@ -6,7 +6,7 @@ import RaftCore
 public final class Simulation {
     /// Virtual time units per tick; messages take a few units, so a round trip fits in a tick.
     static let tickInterval: UInt64 = 10
-    static let electionTick = 10
+    static let electionTick = 6
     static let keys: [UInt8] = [1, 2, 3]
 
     let options: SimulationOptions
@@ -129,6 +129,11 @@ public final class Simulation {
             start(node)
             trace("restart node \(id)")
             schedule(after: 1, .tick(id, incarnation: node.incarnation))
+        case .crash(let id, let incarnation):
+            let node = nodes[Int(id)]
+            guard node.incarnation == incarnation, node.raft != nil, !isHealing else { return }
+            try crash(node)
+            schedule(after: Self.tickInterval * UInt64(3 + random.below(30)), .restart(node.id))
         case .operationTimeout(let operationID):
             try timeOut(operationID)
         }
@@ -144,9 +149,9 @@ public final class Simulation {
     func start(_ node: SimulatedNode) {
         var config = RaftConfig(id: node.id)
         config.electionTick = Self.electionTick
-        config.heartbeatTick = 1
-        config.maxInflightMessages = 8
-        config.maxEntriesPerAppend = 16
+        config.heartbeatTick = profile.heartbeatTick
+        config.maxInflightMessages = profile.maxInflightMessages
+        config.maxEntriesPerAppend = profile.maxEntriesPerAppend
         config.readMode = profile.readMode
         config.randomSeed = options.seed &+ node.incarnation
         config.injectedBug = options.injectedBug
@@ -211,6 +216,11 @@ public final class Simulation {
         case .roleChanged(.leader, let term):
             report.elections += 1
             try checker.becameLeader(node, term: term, at: now, step: step)
+            if !isHealing && random.chance(profile.isolateNewLeaderPercent, in: 100) {
+                isolate(node)
+            } else if !isHealing && random.chance(profile.crashNewLeaderPercent, in: 100) {
+                schedule(after: 1 + UInt64(random.below(Int(Self.tickInterval) * 3)), .crash(node.id, incarnation: node.incarnation))
+            }
         case .readsDropped(let contexts):
             for context in contexts {
                 if let operation = node.pendingOperations.removeValue(forKey: context) {
@@ -301,6 +311,7 @@ enum SimulationEvent: Sendable {
     case clientOperation
     case fault
     case restart(NodeID)
+    case crash(NodeID, incarnation: UInt64)
     case operationTimeout(UInt64)
 }
 

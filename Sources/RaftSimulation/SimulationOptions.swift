@@ -39,6 +39,14 @@ struct FaultProfile: Sendable {
     var faultInterval: Int
     var crashDuringPersistPercent: Int
     var usesPriorities: Bool
+    var maxEntriesPerAppend: Int
+    var maxInflightMessages: Int
+    /// Chance that a new leader is cut off at once, leaving its first entries on itself alone:
+    /// the setting of Raft's Figure 8.
+    var isolateNewLeaderPercent: Int
+    /// Chance that a new leader crashes soon after its election, in the middle of replicating.
+    var crashNewLeaderPercent: Int
+    var heartbeatTick: Int
     var readMode: ReadMode
 
     init(random: inout DeterministicRandom) {
@@ -49,6 +57,11 @@ struct FaultProfile: Sendable {
         faultInterval = [30, 80, 200][random.below(3)]
         crashDuringPersistPercent = [0, 1, 5][random.below(3)]
         usesPriorities = random.chance(1, in: 3)
+        maxEntriesPerAppend = [1, 1, 2, 16][random.below(4)]
+        maxInflightMessages = [1, 2, 8][random.below(3)]
+        isolateNewLeaderPercent = [0, 10, 30][random.below(3)]
+        crashNewLeaderPercent = [0, 10, 30][random.below(3)]
+        heartbeatTick = [1, 2][random.below(2)]
         readMode = .safe
     }
 }
