@@ -18,16 +18,19 @@ let package = Package(
             dependencies: [.product(name: "DequeModule", package: "swift-collections")]
         ),
         .target(name: "RaftSimulation", dependencies: ["RaftCore"]),
+        .target(name: "Linearizability"),
         .executableTarget(
             name: "divan",
             dependencies: [
                 "RaftCore",
                 "RaftSimulation",
+                "Linearizability",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore"]),
         .testTarget(name: "RaftSimulationTests", dependencies: ["RaftSimulation", "RaftCore"]),
+        .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"]),
     ],
     swiftLanguageModes: [.v6]
 )
