@@ -59,11 +59,25 @@ public struct Checker: Sendable {
         return hasTimedOut ? .unknown : .linearizable
     }
 
-    /// A read whose answer never came constrains nothing, so the search need not carry it.
+    /// The operations the search needs. A read whose answer never came constrains nothing. Nor does
+    /// an operation with an unknown outcome whose value no read saw and no compare-and-set expected:
+    /// whatever it wrote was overwritten unseen, so it may as well never have happened. Dropping them
+    /// matters, because the search must try each such operation both in and out of every order.
     private static func checkable(_ operations: [Operation]) -> [Operation] {
-        operations.filter { operation in
-            if case .read = operation.action { return operation.isOutcomeKnown }
-            return true
+        var observed = Set<Value>()
+        for operation in operations {
+            switch operation.action {
+            case .read(let value) where operation.isOutcomeKnown: observed.insert(value)
+            case .compareAndSet(let expected, _): observed.insert(expected)
+            case .read, .write: break
+            }
+        }
+        return operations.filter { operation in
+            guard !operation.isOutcomeKnown else { return true }
+            switch operation.action {
+            case .read: return false
+            case .write(let value), .compareAndSet(_, let value): return observed.contains(value)
+            }
         }
     }
 
@@ -86,14 +100,18 @@ public struct Checker: Sendable {
         key: String, operations: [Operation], failure: (longest: [Int], stuck: Int),
         deadline: ContinuousClock.Instant?
     ) -> Violation {
-        // Binary search for the earliest failing cut. Should the time run out, the earliest failing
-        // cut found so far still explains the failure, only with a wider window.
+        // Binary search for the earliest failing cut. A failing cut costs a whole exhaustive search,
+        // a passing one usually a single greedy pass, so the first guess is the cut at the return the
+        // search got stuck on, which fails whenever that operation is the culprit. Should the time run
+        // out, the earliest failing cut found so far still explains the failure, with a wider window.
         let returnTimes = Array(Set(operations.compactMap(\.returnTime))).sorted()
         var best = (operations: operations, longest: failure.longest, stuck: failure.stuck)
         var low = 0
         var high = returnTimes.count - 1
+        var guess = operations[failure.stuck].returnTime.flatMap { returnTimes.firstIndex(of: $0) }
         search: while low < high {
-            let middle = (low + high) / 2
+            let middle = guess ?? (low + high) / 2
+            guess = nil
             let candidate = Self.cut(operations, at: returnTimes[middle])
             switch SingleKeySearch(model: model, operations: candidate).run(deadline: deadline) {
             case .linearizable:
@@ -122,9 +140,9 @@ public struct Checker: Sendable {
         // The window reaches back to the write that set the value the unplaced operations contradict.
         let anchor = longest.last { index in
             if case .read = cut[index].action { return false }
-            return (cut[index].returnTime ?? .max) < unplacedStart
+            return true
         }
-        let start = anchor.map { cut[$0].invokeTime } ?? unplacedStart
+        let start = min(anchor.map { cut[$0].invokeTime } ?? unplacedStart, unplacedStart)
         let inWindow = Set(
             cut.indices.filter { index in
                 cut[index].invokeTime <= end && (cut[index].returnTime ?? .max) >= start

@@ -110,6 +110,10 @@ struct SingleKeySearch {
             previous[next[node]] = node
         }
 
+        let isRead = actions.map { action in
+            if case .read = action { return true }
+            return false
+        }
         let clock = ContinuousClock()
         var remaining = isKnown.filter { $0 }.count
         var state = model.initialState
@@ -120,40 +124,34 @@ struct SingleKeySearch {
         var stuck = -1
         var iterations = 0
         var node = next[0]
+        var isFreshConfiguration = true
 
-        // While an operation with a known outcome is left, its return is in the list, so the walk
-        // meets a return before it can reach the tail.
-        while remaining > 0 {
-            iterations &+= 1
-            if iterations & 1023 == 0, let deadline, clock.now >= deadline {
-                return .timedOut
+        /// Linearizes `operation` next unless that configuration was explored before.
+        func linearize(_ operation: Int, to newState: Value) -> Bool {
+            linearized.insert(operation)
+            guard explored.insert(Configuration(linearized: linearized, state: newState)).inserted else {
+                linearized.remove(operation)
+                return false
             }
-            let operation = operationOfNode[node]
-            if !isReturn[node] {
-                if let newState = model.step(state, actions[operation]) {
-                    linearized.insert(operation)
-                    if explored.insert(Configuration(linearized: linearized, state: newState)).inserted {
-                        stack.append((operation, state))
-                        state = newState
-                        unlink(callNode[operation])
-                        if isKnown[operation] {
-                            unlink(returnNode[operation])
-                            remaining -= 1
-                        }
-                        node = next[0]
-                        continue
-                    }
-                    linearized.remove(operation)
-                }
-                node = next[node]
-            } else {
-                if stack.count > longest.count || stuck < 0 {
-                    longest = stack.map(\.operation)
-                    stuck = operation
-                }
-                guard let top = stack.popLast() else {
-                    return .notLinearizable(longest: longest, stuck: stuck)
-                }
+            stack.append((operation, state))
+            state = newState
+            unlink(callNode[operation])
+            if isKnown[operation] {
+                unlink(returnNode[operation])
+                remaining -= 1
+            }
+            node = next[0]
+            isFreshConfiguration = true
+            return true
+        }
+
+        /// Undoes linearization steps until one leaves an alternative to try; false when none is left.
+        ///
+        /// A read changes no state, so a configuration where a read can go next completes exactly when
+        /// the configuration with that read linearized does: any completion can move the read to its
+        /// front. When a read's branch fails, its parent has failed too, and the search pops past it.
+        func backtrack() -> Bool {
+            while let top = stack.popLast() {
                 linearized.remove(top.operation)
                 state = top.previousState
                 if isKnown[top.operation] {
@@ -162,6 +160,47 @@ struct SingleKeySearch {
                 }
                 relink(callNode[top.operation])
                 node = next[callNode[top.operation]]
+                if !isRead[top.operation] { return true }
+            }
+            return false
+        }
+
+        // While an operation with a known outcome is left, its return is in the list, so the walk
+        // meets a return before it can reach the tail.
+        while remaining > 0 {
+            iterations &+= 1
+            if iterations & 1023 == 0, let deadline, clock.now >= deadline {
+                return .timedOut
+            }
+            if isFreshConfiguration {
+                // By the same argument, a read that can go next is the only branch worth taking here.
+                isFreshConfiguration = false
+                var candidate = next[0]
+                while !isReturn[candidate] {
+                    let operation = operationOfNode[candidate]
+                    if isRead[operation], model.step(state, actions[operation]) != nil { break }
+                    candidate = next[candidate]
+                }
+                if !isReturn[candidate] {
+                    if linearize(operationOfNode[candidate], to: state) { continue }
+                    while !isReturn[candidate] { candidate = next[candidate] }
+                    node = candidate
+                }
+            }
+            let operation = operationOfNode[node]
+            if !isReturn[node] {
+                if let newState = model.step(state, actions[operation]), linearize(operation, to: newState) {
+                    continue
+                }
+                node = next[node]
+            } else {
+                if stack.count > longest.count || stuck < 0 {
+                    longest = stack.map(\.operation)
+                    stuck = operation
+                }
+                guard backtrack() else {
+                    return .notLinearizable(longest: longest, stuck: stuck)
+                }
             }
         }
         return .linearizable
