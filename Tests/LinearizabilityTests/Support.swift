@@ -46,7 +46,8 @@ struct SplitMix64: RandomNumberGenerator {
 /// Records a history from a simulated register that is linearizable by construction: every operation
 /// takes effect at one instant between its invocation and its return, and the clients overlap freely.
 func simulatedRegisterHistory(
-    operations count: Int, clients: Int, casRegister: Bool, seed: UInt64, unknownPercent: Int = 1
+    operations count: Int, clients: Int, casRegister: Bool, seed: UInt64, unknownPercent: Int = 1,
+    values: Int = 10
 ) -> History {
     enum Phase {
         case idle
@@ -66,7 +67,7 @@ func simulatedRegisterHistory(
         case .idle:
             guard started < count else { continue }
             started += 1
-            let value = Value.integer(Int.random(in: 0..<10, using: &random))
+            let value = Value.integer(Int.random(in: 0..<values, using: &random))
             let roll = Int.random(in: 0..<10, using: &random)
             let action: Action =
                 roll < 5
