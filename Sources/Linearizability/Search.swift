@@ -44,10 +44,11 @@ private struct Configuration: Hashable {
 
 /// The Wing–Gong depth-first search, with Lowe's memoization, over one key's operations.
 ///
-/// Call and return events sit in one doubly linked list in time order. The search walks it from the
-/// front: at a call it tries to linearize that operation next and, if the model allows it and the
-/// configuration is new, lifts the operation out of the list and starts again from the front; at a
-/// return it has met an operation that must already be linearized but is not, so it backtracks.
+/// Call and return events sit in one doubly linked list in time order, and a linearized operation is
+/// lifted out of it. From a configuration, the operations that may go next are those whose calls
+/// come before the first return left in the list: that return's operation must be linearized before
+/// anything invoked after it. The search tries each move whose result the model allows and whose
+/// configuration is new, descends, and backtracks when a configuration has no move left.
 ///
 /// An operation with an unknown outcome has no return: nothing forces it in, and the search succeeds
 /// once every operation with a known outcome is linearized. It gets an *expiry* event instead, after
@@ -146,27 +147,67 @@ struct SingleKeySearch {
             previous[next[node]] = node
         }
 
+        // The order to try moves in: known operations by return, unknown ones by invocation. Taking
+        // the operation due soonest first (Lowe's just-in-time idea) finds an order in far fewer tries
+        // than invocation order; an unknown operation that some read saw is usually needed early.
+        var due = operations.map(\.invokeTime)
+        for event in events where event.rank == 1 {
+            due[event.operation] = event.time
+        }
+
+        /// The moves to try from one configuration, and how far the search has got through them.
+        struct Frame {
+            var candidates: [Int]
+            var nextCandidate = 0
+            /// An unknown operation whose expiry comes before any return: settling it as not having
+            /// happened is the last move to try here. -1 if none.
+            var expiring: Int
+            /// The operation whose return ends the candidates, or -1.
+            var returning: Int
+        }
+
         let clock = ContinuousClock()
         var remaining = isKnown.filter { $0 }.count
         var state = model.initialState
-        var stack: [(operation: Int, previousState: Value, changesState: Bool)] = []
+        var path: [(operation: Int, previousState: Value)] = []
         var linearized = OperationSet(capacity: count)
         var explored = Set<Configuration>()
         var longest: [Int] = []
         var stuck = -1
         var iterations = 0
-        var node = next[0]
-        var isFreshConfiguration = true
+
+        /// The moves from the current configuration: the operations invoked before the first return
+        /// or expiry still in the list, those due soonest first.
+        ///
+        /// A read that can go next is the only move worth trying: a read changes no state, so any
+        /// completion of this configuration can move the read to its front.
+        func frame() -> Frame {
+            var candidates: [Int] = []
+            var node = next[0]
+            while isCall[node] {
+                let operation = operationOfNode[node]
+                if isRead[operation], model.step(state, actions[operation]) != nil {
+                    return Frame(candidates: [operation], expiring: -1, returning: -1)
+                }
+                candidates.append(operation)
+                node = next[node]
+            }
+            candidates.sort { (due[$0], $0) < (due[$1], $1) }
+            let operation = operationOfNode[node]
+            let isExpiry = node != tail && !isKnown[operation]
+            return Frame(
+                candidates: candidates, expiring: isExpiry ? operation : -1,
+                returning: node != tail && isKnown[operation] ? operation : -1)
+        }
 
         /// Takes `operation` next, leaving `newState`, unless that configuration was explored before.
-        /// `changesState` is false for a read, and for settling an unknown operation as not happened.
-        func linearize(_ operation: Int, to newState: Value, changesState: Bool) -> Bool {
+        func move(_ operation: Int, to newState: Value) -> Bool {
             linearized.insert(operation)
             guard explored.insert(Configuration(linearized: linearized, state: newState)).inserted else {
                 linearized.remove(operation)
                 return false
             }
-            stack.append((operation, state, changesState))
+            path.append((operation, state))
             state = newState
             unlink(callNode[operation])
             if endNode[operation] != 0 {
@@ -175,77 +216,55 @@ struct SingleKeySearch {
             if isKnown[operation] {
                 remaining -= 1
             }
-            node = next[0]
-            isFreshConfiguration = true
             return true
         }
 
-        /// Undoes linearization steps until one leaves an alternative to try; false when none is left.
-        ///
-        /// A step that changes nothing (a read, or settling an unknown operation as not having
-        /// happened) can move to the front of any completion, so a configuration where such a step can
-        /// go next completes exactly when the configuration after it does. When such a step's branch
-        /// fails, its parent has failed too, and the search pops past it.
-        func backtrack() -> Bool {
-            while let top = stack.popLast() {
-                linearized.remove(top.operation)
-                state = top.previousState
-                if endNode[top.operation] != 0 {
-                    relink(endNode[top.operation])
-                }
-                if isKnown[top.operation] {
-                    remaining += 1
-                }
-                relink(callNode[top.operation])
-                node = next[callNode[top.operation]]
-                if top.changesState { return true }
+        func undo(_ last: (operation: Int, previousState: Value)) {
+            linearized.remove(last.operation)
+            state = last.previousState
+            if endNode[last.operation] != 0 {
+                relink(endNode[last.operation])
             }
-            return false
+            if isKnown[last.operation] {
+                remaining += 1
+            }
+            relink(callNode[last.operation])
         }
 
-        // While an operation with a known outcome is left, its return is in the list, so the walk
-        // meets a return before it can reach the tail.
-        while remaining > 0 {
+        guard remaining > 0 else { return .linearizable }
+        var frames = [frame()]
+        while true {
             iterations &+= 1
             if iterations & 1023 == 0, let deadline, clock.now >= deadline {
                 return .timedOut
             }
-            if isFreshConfiguration {
-                // By the same argument, a read that can go next is the only branch worth taking here.
-                isFreshConfiguration = false
-                var candidate = next[0]
-                while isCall[candidate] {
-                    let operation = operationOfNode[candidate]
-                    if isRead[operation], model.step(state, actions[operation]) != nil { break }
-                    candidate = next[candidate]
-                }
-                if isCall[candidate] {
-                    if linearize(operationOfNode[candidate], to: state, changesState: false) { continue }
-                    while isCall[candidate] { candidate = next[candidate] }
-                    node = candidate
-                }
-            }
-            let operation = operationOfNode[node]
-            if isCall[node] {
-                if let newState = model.step(state, actions[operation]),
-                    linearize(operation, to: newState, changesState: !isRead[operation])
-                {
-                    continue
-                }
-                node = next[node]
-            } else if !isKnown[operation] {
-                // An expiry: every call before it was tried here, so settling the operation as not
-                // having happened is the one move left.
-                if linearize(operation, to: state, changesState: false) { continue }
-                guard backtrack() else { return .notLinearizable(longest: longest, stuck: stuck) }
+            let top = frames.count - 1
+            let moved: Bool
+            if frames[top].nextCandidate < frames[top].candidates.count {
+                let operation = frames[top].candidates[frames[top].nextCandidate]
+                frames[top].nextCandidate += 1
+                guard let newState = model.step(state, actions[operation]) else { continue }
+                moved = move(operation, to: newState)
+            } else if frames[top].expiring >= 0 {
+                // Every other move from here failed; the expiring operation may still not have happened.
+                let operation = frames[top].expiring
+                frames[top].expiring = -1
+                moved = move(operation, to: state)
             } else {
-                if stack.count > longest.count || stuck < 0 {
-                    longest = stack.map(\.operation)
-                    stuck = operation
+                if frames[top].returning >= 0, path.count > longest.count || stuck < 0 {
+                    longest = path.map(\.operation)
+                    stuck = frames[top].returning
                 }
-                guard backtrack() else {
+                frames.removeLast()
+                guard let last = path.popLast() else {
                     return .notLinearizable(longest: longest, stuck: stuck)
                 }
+                undo(last)
+                continue
+            }
+            if moved {
+                if remaining == 0 { break }
+                frames.append(frame())
             }
         }
         return .linearizable
