@@ -11,15 +11,15 @@ public struct Violation: Sendable, Hashable {
     /// The key whose sub-history fails.
     public var key: String
     /// The operation that cannot be placed: its return comes before any order can include it.
-    public var culprit: Operation
+    public var culprit: ClientOperation
     /// The operations of the window, by invocation time. The window ends at the earliest return after
     /// which the key's history has no order at all; it starts where the last write the longest
     /// partial order placed before the unplaced operations was invoked.
-    public var window: [Operation]
+    public var window: [ClientOperation]
     /// The window's operations in the order of the longest partial linearization the checker found.
-    public var partialLinearization: [Operation]
+    public var partialLinearization: [ClientOperation]
     /// The window's operations that no order could place, the culprit among them.
-    public var unordered: [Operation]
+    public var unordered: [ClientOperation]
     /// The register's value in that partial linearization just before its first window operation.
     public var stateBefore: Value
     /// The register's value after the whole partial linearization, when the culprit had to be placed.
@@ -63,7 +63,7 @@ public struct Checker: Sendable {
     /// an operation with an unknown outcome whose value no read saw and no compare-and-set expected:
     /// whatever it wrote was overwritten unseen, so it may as well never have happened. Dropping them
     /// matters, because the search must try each such operation both in and out of every order.
-    private static func checkable(_ operations: [Operation]) -> [Operation] {
+    private static func checkable(_ operations: [ClientOperation]) -> [ClientOperation] {
         var observed = Set<Value>()
         for operation in operations {
             switch operation.action {
@@ -84,7 +84,7 @@ public struct Checker: Sendable {
     /// The key's history cut at `time`: operations invoked later are dropped, and those still running
     /// then lose their outcome. A history is linearizable only if all its cuts are, so the earliest
     /// cut that fails holds the violation and nothing after it.
-    private static func cut(_ operations: [Operation], at time: Int64) -> [Operation] {
+    private static func cut(_ operations: [ClientOperation], at time: Int64) -> [ClientOperation] {
         checkable(
             operations.compactMap { operation in
                 guard operation.invokeTime <= time else { return nil }
@@ -97,7 +97,7 @@ public struct Checker: Sendable {
     }
 
     private func explain(
-        key: String, operations: [Operation], failure: (longest: [Int], stuck: Int),
+        key: String, operations: [ClientOperation], failure: (longest: [Int], stuck: Int),
         deadline: ContinuousClock.Instant?
     ) -> Violation {
         // Binary search for the earliest failing cut. A failing cut costs a whole exhaustive search,
@@ -130,7 +130,7 @@ public struct Checker: Sendable {
 
     /// Describes the failure of `cut` by `operations` as the history recorded them, whole.
     private func violation(
-        key: String, operations: [Operation], cut: [Operation], longest: [Int], stuck: Int
+        key: String, operations: [ClientOperation], cut: [ClientOperation], longest: [Int], stuck: Int
     ) -> Violation {
         let original = Dictionary(operations.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         let ordered = Set(longest)
@@ -156,7 +156,7 @@ public struct Checker: Sendable {
             }
             state = model.step(state, cut[index].action) ?? state
         }
-        func restore(_ index: Int) -> Operation { original[cut[index].id] ?? cut[index] }
+        func restore(_ index: Int) -> ClientOperation { original[cut[index].id] ?? cut[index] }
         return Violation(
             key: key,
             culprit: restore(stuck),

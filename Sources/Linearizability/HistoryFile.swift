@@ -193,7 +193,7 @@ private struct Assembler {
     let model: RegisterModel?
     private var pending: [Int: Pending] = [:]
     private var lastTime: [Int: Int64] = [:]
-    private var operations: [Operation] = []
+    private var operations: [ClientOperation] = []
     private var invocations = 0
 
     init(model: RegisterModel?) {
@@ -258,7 +258,7 @@ private struct Assembler {
             action = .read(observed: observed)
         }
         operations.append(
-            Operation(
+            ClientOperation(
                 id: open.id, process: open.event.process, key: open.event.key, action: action,
                 invokeTime: open.event.time, returnTime: returnTime, line: open.line))
     }

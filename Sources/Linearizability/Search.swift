@@ -65,7 +65,7 @@ struct SingleKeySearch {
     }
 
     let model: RegisterModel
-    let operations: [Operation]
+    let operations: [ClientOperation]
 
     /// When each unknown-outcome operation stops mattering: the last return of a known read of the
     /// value it writes or of a compare-and-set expecting it. Nil while such an observer has no return.

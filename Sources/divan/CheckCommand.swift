@@ -56,7 +56,10 @@ struct CheckCommand: ParsableCommand {
         let keys = Set(parsed.operations.map(\.key)).count
         switch result {
         case .linearizable:
-            print("linearizable: \(parsed.operations.count) operations on \(keys) key(s), checked in \(elapsed)")
+            let milliseconds = Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15
+            print(
+                "linearizable: \(parsed.operations.count) operations on \(keys) key(s), checked in "
+                    + String(format: "%.1f ms", milliseconds))
         case .notLinearizable(let violation):
             print(violation)
             let path = visualize ?? history + ".violation.html"

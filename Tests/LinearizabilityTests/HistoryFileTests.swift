@@ -24,15 +24,15 @@ struct HistoryFileTests {
         let history = try HistoryFile.parse(text, model: .casRegister)
         #expect(
             history.operations == [
-                Operation(
+                ClientOperation(
                     id: 0, process: 0, key: "x", action: .write(.integer(1)), invokeTime: 0, returnTime: 10, line: 1),
-                Operation(
+                ClientOperation(
                     id: 1, process: 1, key: "x", action: .read(observed: .integer(1)), invokeTime: 5, returnTime: 15,
                     line: 2),
-                Operation(
+                ClientOperation(
                     id: 2, process: 2, key: "x", action: .compareAndSet(expected: .integer(1), new: .string("two")),
                     invokeTime: 20, returnTime: nil, line: 6),
-                Operation(
+                ClientOperation(
                     id: 3, process: 3, key: "x", action: .write(.bool(true)), invokeTime: 40, returnTime: nil, line: 8),
             ])
     }

@@ -2,13 +2,13 @@ import Linearizability
 
 /// Builds hand-written histories: each operation gets the next id, times are plain numbers.
 struct HistoryBuilder {
-    private(set) var operations: [Operation] = []
+    private(set) var operations: [ClientOperation] = []
 
     var history: History { History(operations: operations) }
 
     mutating func add(_ process: Int, _ action: Action, _ invoke: Int64, _ returned: Int64?, key: String = "x") {
         operations.append(
-            Operation(
+            ClientOperation(
                 id: operations.count, process: process, key: key, action: action,
                 invokeTime: invoke, returnTime: returned))
     }

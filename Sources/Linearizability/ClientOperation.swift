@@ -35,7 +35,7 @@ public enum Action: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// One client operation on one key: when it was invoked, when it returned, and what it did.
-public struct Operation: Sendable, Hashable, Identifiable {
+public struct ClientOperation: Sendable, Hashable, Identifiable {
     /// The operation's position in its history; unique within that history.
     public var id: Int
     public var process: Int
@@ -69,16 +69,16 @@ public struct Operation: Sendable, Hashable, Identifiable {
 
 /// A concurrent history: the completed and unknown-outcome operations of all clients, on any keys.
 public struct History: Sendable, Hashable {
-    public var operations: [Operation]
+    public var operations: [ClientOperation]
 
-    public init(operations: [Operation]) {
+    public init(operations: [ClientOperation]) {
         self.operations = operations
     }
 
     /// The history split by key. Linearizability is local (Herlihy and Wing's P-compositionality), so a
     /// KV history is linearizable exactly when each key's sub-history is.
-    public func partitionedByKey() -> [(key: String, operations: [Operation])] {
-        var byKey: [String: [Operation]] = [:]
+    public func partitionedByKey() -> [(key: String, operations: [ClientOperation])] {
+        var byKey: [String: [ClientOperation]] = [:]
         for operation in operations {
             byKey[operation.key, default: []].append(operation)
         }
