@@ -138,10 +138,7 @@ public struct Checker: Sendable {
         let end = cut[stuck].returnTime ?? cut[stuck].invokeTime
         let unplacedStart = unplaced.map { cut[$0].invokeTime }.min() ?? cut[stuck].invokeTime
         // The window reaches back to the write that set the value the unplaced operations contradict.
-        let anchor = longest.last { index in
-            if case .read = cut[index].action { return false }
-            return true
-        }
+        let anchor = longest.last { if case .read = cut[$0].action { false } else { true } }
         let start = min(anchor.map { cut[$0].invokeTime } ?? unplacedStart, unplacedStart)
         let inWindow = Set(
             cut.indices.filter { index in
@@ -154,6 +151,7 @@ public struct Checker: Sendable {
             if stateBefore == nil, inWindow.contains(index) {
                 stateBefore = state
             }
+            // Every step of the order was accepted by the model when the search took it.
             state = model.step(state, cut[index].action) ?? state
         }
         func restore(_ index: Int) -> ClientOperation { original[cut[index].id] ?? cut[index] }
@@ -162,8 +160,7 @@ public struct Checker: Sendable {
             culprit: restore(stuck),
             window: inWindow.sorted { (cut[$0].invokeTime, $0) < (cut[$1].invokeTime, $1) }.map(restore),
             partialLinearization: longest.filter(inWindow.contains).map(restore),
-            unordered: inWindow.filter { !ordered.contains($0) && cut[$0].isOutcomeKnown }.sorted()
-                .map(restore),
+            unordered: unplaced.filter(inWindow.contains).map(restore),
             stateBefore: stateBefore ?? state,
             stateAtCulprit: state)
     }

@@ -58,8 +58,9 @@ private struct Configuration: Hashable {
 struct SingleKeySearch {
     enum Outcome {
         case linearizable
-        /// No order exists. `longest` is the longest partial order the search built (operation
-        /// indices, in order); `stuck` is the operation whose return it could not get past there.
+        /// No order exists. `longest` is the longest partial order the search built (indices of the
+        /// operations that took effect, in order); `stuck` is the operation whose return it could not
+        /// get past there.
         case notLinearizable(longest: [Int], stuck: Int)
         case timedOut
     }
@@ -169,10 +170,11 @@ struct SingleKeySearch {
         let clock = ContinuousClock()
         var remaining = isKnown.filter { $0 }.count
         var state = model.initialState
-        var path: [(operation: Int, previousState: Value)] = []
+        var path: [(operation: Int, previousState: Value, tookEffect: Bool)] = []
         var linearized = OperationSet(capacity: count)
         var explored = Set<Configuration>()
         var longest: [Int] = []
+        var longestDepth = -1
         var stuck = -1
         var iterations = 0
 
@@ -201,13 +203,14 @@ struct SingleKeySearch {
         }
 
         /// Takes `operation` next, leaving `newState`, unless that configuration was explored before.
-        func move(_ operation: Int, to newState: Value) -> Bool {
+        /// Without `effect`, the move settles an unknown operation as not having happened.
+        func move(_ operation: Int, to newState: Value, effect: Bool = true) -> Bool {
             linearized.insert(operation)
             guard explored.insert(Configuration(linearized: linearized, state: newState)).inserted else {
                 linearized.remove(operation)
                 return false
             }
-            path.append((operation, state))
+            path.append((operation, state, effect))
             state = newState
             unlink(callNode[operation])
             if endNode[operation] != 0 {
@@ -219,7 +222,7 @@ struct SingleKeySearch {
             return true
         }
 
-        func undo(_ last: (operation: Int, previousState: Value)) {
+        func undo(_ last: (operation: Int, previousState: Value, tookEffect: Bool)) {
             linearized.remove(last.operation)
             state = last.previousState
             if endNode[last.operation] != 0 {
@@ -249,10 +252,11 @@ struct SingleKeySearch {
                 // Every other move from here failed; the expiring operation may still not have happened.
                 let operation = frames[top].expiring
                 frames[top].expiring = -1
-                moved = move(operation, to: state)
+                moved = move(operation, to: state, effect: false)
             } else {
-                if frames[top].returning >= 0, path.count > longest.count || stuck < 0 {
-                    longest = path.map(\.operation)
+                if frames[top].returning >= 0, path.count > longestDepth {
+                    longestDepth = path.count
+                    longest = path.filter(\.tookEffect).map(\.operation)
                     stuck = frames[top].returning
                 }
                 frames.removeLast()

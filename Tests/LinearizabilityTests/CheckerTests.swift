@@ -137,6 +137,21 @@ struct RegisterTests {
         #expect(violation.window.map(\.id).contains(3))
     }
 
+    @Test func unknownWriteMayExplainALaterReadOfARepeatedValue() throws {
+        var history = HistoryBuilder()
+        history.write(0, 7, 0, nil)
+        history.read(1, nil, 10, 20)
+        history.write(2, 7, 30, 40)
+        history.read(1, 7, 50, 60)
+        history.write(2, 8, 70, 80)
+        history.read(1, 7, 90, 100)
+        #expect(check(history) == .linearizable)
+        history.operations[0].returnTime = 25
+        let violation = try #require(violationOf(history))
+        #expect(violation.culprit.id == 5)
+        #expect(violation.stateAtCulprit == .integer(8))
+    }
+
     @Test func keysAreCheckedIndependently() throws {
         var history = HistoryBuilder()
         history.write(0, 1, 0, 10, key: "a")
@@ -251,6 +266,12 @@ struct PerformanceTests {
         }
         #expect(result == .linearizable)
         #expect(elapsed < .seconds(10), "took \(elapsed)")
+    }
+
+    @Test func manyUnknownWritesWithUniqueValuesCheckQuickly() {
+        let history = simulatedRegisterHistory(
+            operations: 3_000, clients: 10, casRegister: false, seed: 4, unknownPercent: 20, values: 1_000_000)
+        #expect(Checker(model: .register, timeout: .seconds(30)).check(history) == .linearizable)
     }
 
     @Test(arguments: [1, 2, 3] as [UInt64])

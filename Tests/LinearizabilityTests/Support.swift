@@ -2,7 +2,7 @@ import Linearizability
 
 /// Builds hand-written histories: each operation gets the next id, times are plain numbers.
 struct HistoryBuilder {
-    private(set) var operations: [ClientOperation] = []
+    var operations: [ClientOperation] = []
 
     var history: History { History(operations: operations) }
 
