@@ -283,7 +283,7 @@ struct PerformanceTests {
 
     @Test func corruptedGeneratedHistoryIsCaughtWithASmallWindow() throws {
         var history = simulatedRegisterHistory(
-            operations: 2_000, clients: 10, casRegister: false, seed: 9, unknownPercent: 0)
+            operations: 1_000, clients: 10, casRegister: false, seed: 9, unknownPercent: 0)
         // Rewrite one read late in the history to a value no write ever wrote.
         let index = try #require(history.operations.lastIndex { if case .read = $0.action { true } else { false } })
         history.operations[index].action = .read(observed: .integer(-1))
