@@ -13,8 +13,9 @@ public struct Violation: Sendable, Hashable {
     /// The operation that cannot be placed: its return comes before any order can include it.
     public var culprit: ClientOperation
     /// The operations of the window, by invocation time. The window ends at the earliest return after
-    /// which the key's history has no order at all; it starts where the last write the longest
-    /// partial order placed before the unplaced operations was invoked.
+    /// which the key's history has no order at all. It starts at the invocation of the last write in
+    /// the longest partial order found (the value the culprit contradicts), or of the earliest
+    /// operation no order could place, whichever comes first.
     public var window: [ClientOperation]
     /// The window's operations in the order of the longest partial linearization the checker found.
     public var partialLinearization: [ClientOperation]
@@ -37,7 +38,8 @@ public struct Checker: Sendable {
         self.timeout = timeout
     }
 
-    /// Checks every key's sub-history against `model`, each key as its own register starting at `null`.
+    /// Checks every key's sub-history against `model`, each key as its own register starting at `null`,
+    /// and reports the first key, in key order, that fails.
     public func check(_ history: History) -> CheckResult {
         let deadline = timeout.map { ContinuousClock.now + $0 }
         var hasTimedOut = false

@@ -195,11 +195,12 @@ struct SingleKeySearch {
                 node = next[node]
             }
             candidates.sort { (due[$0], $0) < (due[$1], $1) }
+            // Frames are built only while an operation with a known outcome is left, so `node` is a
+            // return or an expiry, never the tail.
             let operation = operationOfNode[node]
-            let isExpiry = node != tail && !isKnown[operation]
             return Frame(
-                candidates: candidates, expiring: isExpiry ? operation : -1,
-                returning: node != tail && isKnown[operation] ? operation : -1)
+                candidates: candidates, expiring: isKnown[operation] ? -1 : operation,
+                returning: isKnown[operation] ? operation : -1)
         }
 
         /// Takes `operation` next, leaving `newState`, unless that configuration was explored before.
@@ -267,10 +268,9 @@ struct SingleKeySearch {
                 continue
             }
             if moved {
-                if remaining == 0 { break }
+                if remaining == 0 { return .linearizable }
                 frames.append(frame())
             }
         }
-        return .linearizable
     }
 }
