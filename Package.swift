@@ -13,24 +13,24 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     ],
     targets: [
-        .target(
-            name: "RaftCore",
-            dependencies: [.product(name: "DequeModule", package: "swift-collections")]
-        ),
+        .target(name: "RaftCore"),
         .target(
             name: "RaftSimulation",
             dependencies: ["RaftCore", .product(name: "HeapModule", package: "swift-collections")]
         ),
+        .target(name: "Linearizability"),
         .executableTarget(
             name: "divan",
             dependencies: [
                 "RaftCore",
                 "RaftSimulation",
+                "Linearizability",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore"]),
         .testTarget(name: "RaftSimulationTests", dependencies: ["RaftSimulation", "RaftCore"]),
+        .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"]),
     ],
     swiftLanguageModes: [.v6]
 )
