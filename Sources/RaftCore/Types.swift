@@ -161,3 +161,16 @@ public struct Snapshot: Sendable, Hashable {
         self.data = data
     }
 }
+
+extension Membership: CustomStringConvertible {
+    /// A stable rendering (priorities sorted by node), so traces of one seed are identical byte for byte.
+    public var description: String {
+        var parts = ["voters: \(voters)"]
+        if isJoint { parts.append("outgoing: \(outgoingVoters)") }
+        if !learners.isEmpty { parts.append("learners: \(learners)") }
+        if !learnersNext.isEmpty { parts.append("learnersNext: \(learnersNext)") }
+        let set = priorities.filter { !$0.value.isDisabled }.sorted { $0.key < $1.key }
+        if !set.isEmpty { parts.append("priorities: [" + set.map { "\($0.key): \($0.value)" }.joined(separator: ", ") + "]") }
+        return "{" + parts.joined(separator: ", ") + "}"
+    }
+}
