@@ -118,6 +118,8 @@ public final class Simulation {
             try drain(node)
             if case .snapshot = message.payload { try reportSnapshot(message, success: true) }
         case .clientOperation:
+            // Once healing starts only the liveness probe writes, so a backlog cannot hide it.
+            guard !isHealing else { return }
             schedule(after: 1 + UInt64(random.below(8)), .clientOperation)
             try startClientOperation()
         case .fault:
@@ -184,7 +186,7 @@ public final class Simulation {
                 throw Violation(kind: .liveness, step: step, time: now, detail: "node \(node.id) produces Ready rounds without end")
             }
             for message in ready.messages { transmit(message) }
-            if !ready.entries.isEmpty || ready.hardState != nil || ready.snapshot != nil,
+            if !isHealing, !ready.entries.isEmpty || ready.hardState != nil || ready.snapshot != nil,
                random.chance(profile.crashDuringPersistPercent, in: 1000) {
                 trace("crash node \(node.id) before persisting")
                 try crash(node)
