@@ -47,7 +47,7 @@ extension Simulation {
     // MARK: - Faults
 
     func injectFault() throws {
-        report.faults += 1
+        report.counts.faults += 1
         let all = Array(nodes.dropFirst())
         switch random.below(11) {
         case 0:

@@ -82,7 +82,7 @@ public final class Simulation {
         } catch {
             report.violation = Violation(kind: .liveness, step: step, time: now, detail: "\(error)")
         }
-        report.steps = step
+        report.counts.steps = step
     }
 
     // MARK: - Events
@@ -216,7 +216,7 @@ public final class Simulation {
         if options.isTracing { trace("node \(node.id): \(event)") }
         switch event {
         case .roleChanged(.leader, let term):
-            report.elections += 1
+            report.counts.elections += 1
             try checker.becameLeader(node, term: term, at: now, step: step)
             if !isHealing && random.chance(profile.isolateNewLeaderPercent, in: 100) {
                 isolate(node)
@@ -236,7 +236,7 @@ public final class Simulation {
 
     func apply(_ entry: Entry, on node: SimulatedNode) throws {
         try checker.applied(entry, on: node, at: now, step: step)
-        report.commits = max(report.commits, Int(entry.index))
+        report.counts.commits = max(report.counts.commits, Int(entry.index))
         guard case .normal(let data) = entry.payload, let command = WriteCommand(data) else {
             try finishWrites(on: node, through: entry)
             return
@@ -251,7 +251,7 @@ public final class Simulation {
             guard case .write(_, _, let index) = operation.kind, index == entry.index else { continue }
             node.pendingOperations[id] = nil
             if case .normal(let data) = entry.payload, WriteCommand(data)?.operationID == operation.id {
-                report.writesAcknowledged += 1
+                report.counts.writesAcknowledged += 1
                 try checker.operationEnded(operation, outcome: .written(order: entry.index), at: now, step: step)
             } else {
                 try checker.operationEnded(operation, outcome: .failed, at: now, step: step)
@@ -270,7 +270,7 @@ public final class Simulation {
             guard let operation = node.pendingOperations.removeValue(forKey: state.context),
                   case .read(let key) = operation.kind else { continue }
             let observed = node.stateMachine.value(of: key)
-            report.readsChecked += 1
+            report.counts.readsChecked += 1
             try checker.operationEnded(operation, outcome: .read(order: observed.order), at: now, step: step)
         }
         node.readStates = waiting

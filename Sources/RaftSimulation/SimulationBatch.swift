@@ -3,12 +3,7 @@ import RaftCore
 /// Runs many seeds in parallel and adds up what they found.
 public struct SimulationBatch: Sendable {
     public var seeds = 0
-    public var steps = 0
-    public var elections = 0
-    public var commits = 0
-    public var writesAcknowledged = 0
-    public var readsChecked = 0
-    public var faults = 0
+    public var counts = SimulationCounts()
     public var violations = 0
     /// The seeds that failed, in ascending order.
     public var failedSeeds: [UInt64] = []
@@ -17,12 +12,7 @@ public struct SimulationBatch: Sendable {
 
     mutating func add(_ report: SimulationReport) {
         seeds += 1
-        steps += report.steps
-        elections += report.elections
-        commits += report.commits
-        writesAcknowledged += report.writesAcknowledged
-        readsChecked += report.readsChecked
-        faults += report.faults
+        counts.add(report.counts)
         if report.violation != nil {
             violations += 1
             failedSeeds.append(report.options.seed)
@@ -53,10 +43,10 @@ public struct SimulationBatch: Sendable {
     }
 
     public func description(seconds: Double) -> String {
-        let rate = seconds > 0 ? Int(Double(steps) / seconds) : 0
+        let rate = seconds > 0 ? Int(Double(counts.steps) / seconds) : 0
         return """
-            seeds: \(seeds)  steps: \(steps)  elections: \(elections)  commits: \(commits)  \
-            writes acknowledged: \(writesAcknowledged)  reads checked: \(readsChecked)  faults: \(faults)  \
+            seeds: \(seeds)  steps: \(counts.steps)  elections: \(counts.elections)  commits: \(counts.commits)  \
+            writes acknowledged: \(counts.writesAcknowledged)  reads checked: \(counts.readsChecked)  faults: \(counts.faults)  \
             violations: \(violations)\(failedSeeds.isEmpty ? "" : " (seeds \(failedSeeds.prefix(20).map(String.init).joined(separator: ", ")))")  \
             time: \((seconds * 10).rounded() / 10) s  steps/s: \(rate)
             """

@@ -69,16 +69,33 @@ struct FaultProfile: Sendable {
 /// What a run found and did.
 public struct SimulationReport: Sendable {
     public var options: SimulationOptions
-    public var steps = 0
-    public var elections = 0
-    public var commits = 0
-    public var writesAcknowledged = 0
-    public var readsChecked = 0
-    public var faults = 0
+    public var counts = SimulationCounts()
     public var violation: Violation?
     public var trace: [String] = []
 
     public var passed: Bool { violation == nil }
+}
+
+/// What one or many runs did: the figures `divan simulate` prints.
+public struct SimulationCounts: Sendable, Hashable {
+    public var steps = 0
+    public var elections = 0
+    /// The highest committed index seen.
+    public var commits = 0
+    public var writesAcknowledged = 0
+    public var readsChecked = 0
+    public var faults = 0
+
+    public init() {}
+
+    mutating func add(_ other: SimulationCounts) {
+        steps += other.steps
+        elections += other.elections
+        commits += other.commits
+        writesAcknowledged += other.writesAcknowledged
+        readsChecked += other.readsChecked
+        faults += other.faults
+    }
 }
 
 /// A broken safety or liveness property, with the moment it was seen.

@@ -13,9 +13,9 @@ import Testing
             \(SimulationOptions(seed: batch.failedSeeds.first ?? 0).replayCommand)
             """)
         #expect(batch.seeds == 500)
-        #expect(batch.elections >= 500, "too few elections for the faults to mean anything")
-        #expect(batch.readsChecked > 10_000)
-        #expect(batch.writesAcknowledged > 10_000)
+        #expect(batch.counts.elections >= 500, "too few elections for the faults to mean anything")
+        #expect(batch.counts.readsChecked > 10_000)
+        #expect(batch.counts.writesAcknowledged > 10_000)
     }
 
     @Test func aSeedReplaysExactly() {
@@ -24,7 +24,7 @@ import Testing
         let second = Simulation.run(options)
         #expect(!first.trace.isEmpty)
         #expect(first.trace == second.trace)
-        #expect(first.steps == second.steps)
+        #expect(first.counts == second.counts)
     }
 
     /// Each deliberate bug must be caught within 200 seeds, or the checks prove nothing.
