@@ -170,7 +170,7 @@ enum Recovery {
 
 /// The groups as the records so far describe them.
 struct Replay {
-    var groups: [GroupID: GroupLog] = [:]
+    var groups: [RaftGroupID: GroupLog] = [:]
 
     mutating func apply(
         _ type: RecordType, record: UnsafeRawBufferPointer, segment: UInt32, offset: Int, path: FilePath

@@ -2,7 +2,7 @@ import Checksum
 import RaftCore
 
 /// The identity of a Raft group within a process.
-public typealias GroupID = UInt64
+public typealias RaftGroupID = UInt64
 
 /// The on-disk layout of WAL segments, format version 1 (docs/storage.md describes it in prose).
 enum SegmentFormat {
@@ -96,7 +96,7 @@ struct RecordBuilder {
     var count: Int { writer.count }
 
     /// Starts a record; the body follows through `writer`, then `finish()` frames it.
-    mutating func begin(_ type: RecordType, group: GroupID) {
+    mutating func begin(_ type: RecordType, group: RaftGroupID) {
         recordStart = writer.count
         writer.write(UInt32(0))
         writer.write(type.rawValue)

@@ -11,7 +11,7 @@ public struct PurgeReport: Sendable, Hashable {
 extension WALCore {
     private struct Plan {
         var horizon: UInt32
-        var live: [(group: GroupID, index: UInt64, slot: Slot, file: SegmentFile)]
+        var live: [(group: RaftGroupID, index: UInt64, slot: Slot, file: SegmentFile)]
     }
 
     /// Deletes the longest prefix of sealed segments of which at most `purgeLiveRatio` is live,
@@ -30,7 +30,7 @@ extension WALCore {
 
         var report = PurgeReport()
         // Read the live entries (outside the lock), then queue them in chunks of at most half a batch.
-        var chunk: [(GroupID, Entry, Slot)] = []
+        var chunk: [(RaftGroupID, Entry, Slot)] = []
         var chunkBytes = 0
         var record: (segment: UInt32, offset: UInt32, bytes: [UInt8])?
         for item in plan.live {
@@ -83,7 +83,7 @@ extension WALCore {
             if Double(live) <= options.purgeLiveRatio * Double(total) { horizon = sequence }
         }
         guard let horizon else { return nil }
-        var items: [(group: GroupID, index: UInt64, slot: Slot, file: SegmentFile)] = []
+        var items: [(group: RaftGroupID, index: UInt64, slot: Slot, file: SegmentFile)] = []
         for (group, log) in state.groups {
             log.forEachSlot { index, slot in
                 if slot.segment <= horizon, let file = state.segments[slot.segment] {
@@ -98,11 +98,11 @@ extension WALCore {
     /// Queues copies of entries that are still live (checked under the lock, at the moment the copy
     /// gets its position), and with `withState` the latest hard states and compaction marks whose
     /// records lie at or before the horizon. Returns how many entries were copied.
-    private func rewrite(_ chunk: [(GroupID, Entry, Slot)], horizon: UInt32, withState: Bool) async throws(StorageError) -> Int {
+    private func rewrite(_ chunk: [(RaftGroupID, Entry, Slot)], horizon: UInt32, withState: Bool) async throws(StorageError) -> Int {
         var copied = 0
         try await submit { state in
             var encoded = Encoded()
-            var byGroup: [GroupID: (entries: [Entry], slots: [Slot])] = [:]
+            var byGroup: [RaftGroupID: (entries: [Entry], slots: [Slot])] = [:]
             for (group, entry, slot) in chunk where state.groups[group]?.slot(at: entry.index) == slot {
                 byGroup[group, default: ([], [])].entries.append(entry)
                 byGroup[group]!.slots.append(slot)

@@ -27,7 +27,7 @@ struct PendingWrite {
 
 /// Everything the lock guards.
 struct WALState {
-    var groups: [GroupID: GroupLog] = [:]
+    var groups: [RaftGroupID: GroupLog] = [:]
     var segments: [UInt32: SegmentFile] = [:]
     var segmentOrder: [UInt32] = []
     /// Where the next queued bytes go.
@@ -48,17 +48,17 @@ struct WALState {
 /// An entry's slot before its bytes have a position: offsets are relative to the write's buffer.
 struct Encoded {
     enum Operation {
-        case snapshot(GroupID, index: UInt64, term: UInt64)
-        case entries(GroupID, first: UInt64, slots: [Slot], entries: [Entry])
-        case rewritten(GroupID, indexes: [UInt64], slots: [Slot], replacing: [Slot])
-        case hardState(GroupID, HardState)
-        case compact(GroupID, index: UInt64, term: UInt64)
+        case snapshot(RaftGroupID, index: UInt64, term: UInt64)
+        case entries(RaftGroupID, first: UInt64, slots: [Slot], entries: [Entry])
+        case rewritten(RaftGroupID, indexes: [UInt64], slots: [Slot], replacing: [Slot])
+        case hardState(RaftGroupID, HardState)
+        case compact(RaftGroupID, index: UInt64, term: UInt64)
     }
 
     var builder = RecordBuilder()
     var operations: [Operation] = []
 
-    mutating func addSnapshot(_ group: GroupID, index: UInt64, term: UInt64) {
+    mutating func addSnapshot(_ group: RaftGroupID, index: UInt64, term: UInt64) {
         builder.begin(.snapshot, group: group)
         builder.writeVarint(index)
         builder.writeVarint(term)
@@ -66,7 +66,7 @@ struct Encoded {
         operations.append(.snapshot(group, index: index, term: term))
     }
 
-    mutating func addCompact(_ group: GroupID, index: UInt64, term: UInt64) {
+    mutating func addCompact(_ group: RaftGroupID, index: UInt64, term: UInt64) {
         builder.begin(.compact, group: group)
         builder.writeVarint(index)
         builder.writeVarint(term)
@@ -74,7 +74,7 @@ struct Encoded {
         operations.append(.compact(group, index: index, term: term))
     }
 
-    mutating func addHardState(_ group: GroupID, _ hardState: HardState) {
+    mutating func addHardState(_ group: RaftGroupID, _ hardState: HardState) {
         builder.begin(.hardState, group: group)
         builder.write(hardState)
         builder.finish()
@@ -83,7 +83,7 @@ struct Encoded {
 
     /// Encodes entries with consecutive indexes as one record; `replacing` marks a purge's copy of
     /// live entries, whose old slots they replace.
-    mutating func addEntries(_ group: GroupID, _ entries: [Entry], replacing: [Slot]? = nil) {
+    mutating func addEntries(_ group: RaftGroupID, _ entries: [Entry], replacing: [Slot]? = nil) {
         builder.begin(replacing == nil ? .entries : .rewrittenEntries, group: group)
         builder.writeVarint(UInt64(entries.count))
         let start = builder.currentRecordStart
@@ -145,7 +145,7 @@ final class WALCore: Sendable {
         }
     }
 
-    func compact(group: GroupID, through index: UInt64) async throws(StorageError) {
+    func compact(group: RaftGroupID, through index: UInt64) async throws(StorageError) {
         let term: UInt64? = lock.withLock { state in
             guard let log = state.groups[group], index > log.baseIndex else { return nil }
             return log.term(at: index)
@@ -166,7 +166,7 @@ final class WALCore: Sendable {
         }
     }
 
-    private static func checkConsecutive(_ entries: [Entry], group: GroupID) throws(StorageError) {
+    private static func checkConsecutive(_ entries: [Entry], group: RaftGroupID) throws(StorageError) {
         for i in 1..<max(1, entries.count) where entries[i].index != entries[i - 1].index + 1 {
             throw StorageError.invalidRequest(
                 group: group, reason: "entries must have consecutive indexes; \(entries[i - 1].index) is followed by \(entries[i].index)")
@@ -175,7 +175,7 @@ final class WALCore: Sendable {
 
     /// Checks writes against the log as it will be once earlier writes in the same call apply.
     private static func validate(_ writes: [LogWrite], in state: WALState) throws(StorageError) {
-        var bounds: [GroupID: (base: UInt64, last: UInt64)] = [:]
+        var bounds: [RaftGroupID: (base: UInt64, last: UInt64)] = [:]
         for write in writes {
             var (base, last) = bounds[write.group]
                 ?? state.groups[write.group].map { ($0.baseIndex, $0.lastIndex) } ?? (0, 0)
@@ -391,7 +391,7 @@ final class WALCore: Sendable {
 
     // MARK: Reading
 
-    func entries(group: GroupID, in range: Range<UInt64>, maximumBytes: Int) throws(StorageError) -> [Entry] {
+    func entries(group: RaftGroupID, in range: Range<UInt64>, maximumBytes: Int) throws(StorageError) -> [Entry] {
         enum Source { case cached(Entry), disk(Slot, SegmentFile) }
         let sources: [Source] = try lock.withLock { state throws(StorageError) in
             guard let log = state.groups[group] else {

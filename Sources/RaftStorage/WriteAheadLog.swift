@@ -37,12 +37,12 @@ public func standardErrorLog(_ message: String) {
 /// applied in this order: the snapshot (which replaces the whole log), the entries (which replace
 /// any existing suffix from their first index on), the hard state.
 public struct LogWrite: Sendable {
-    public var group: GroupID
+    public var group: RaftGroupID
     public var snapshot: SnapshotMetadata?
     public var entries: [Entry]
     public var hardState: HardState?
 
-    public init(group: GroupID, snapshot: SnapshotMetadata? = nil, entries: [Entry] = [], hardState: HardState? = nil) {
+    public init(group: RaftGroupID, snapshot: SnapshotMetadata? = nil, entries: [Entry] = [], hardState: HardState? = nil) {
         self.group = group
         self.snapshot = snapshot
         self.entries = entries
@@ -133,39 +133,39 @@ public final class WriteAheadLog: Sendable {
 
     /// Appends `entries` to a group (replacing any existing suffix from the first entry's index) and
     /// saves its hard state, durably.
-    public func append(group: GroupID, entries: [Entry], hardState: HardState? = nil) async throws(StorageError) {
+    public func append(group: RaftGroupID, entries: [Entry], hardState: HardState? = nil) async throws(StorageError) {
         try await core.write([LogWrite(group: group, entries: entries, hardState: hardState)])
     }
 
     /// Records that a group installed a snapshot: its log is replaced by the snapshot's index and term.
-    public func applySnapshot(group: GroupID, metadata: SnapshotMetadata) async throws(StorageError) {
+    public func applySnapshot(group: RaftGroupID, metadata: SnapshotMetadata) async throws(StorageError) {
         try await core.write([LogWrite(group: group, snapshot: metadata)])
     }
 
     /// Drops a group's entries up to and including `index` (which must be in its log); their
     /// segments can then be purged.
-    public func compact(group: GroupID, through index: UInt64) async throws(StorageError) {
+    public func compact(group: RaftGroupID, through index: UInt64) async throws(StorageError) {
         try await core.compact(group: group, through: index)
     }
 
     /// Entries of a group with indexes in `range`, stopping early (after at least one entry) once
     /// their approximate size would pass `maximumBytes`.
-    public func entries(group: GroupID, in range: Range<UInt64>, maximumBytes: Int = .max) throws(StorageError) -> [Entry] {
+    public func entries(group: RaftGroupID, in range: Range<UInt64>, maximumBytes: Int = .max) throws(StorageError) -> [Entry] {
         try core.entries(group: group, in: range, maximumBytes: maximumBytes)
     }
 
     /// The term of a group's entry at `index`, or nil when it is not in the log (the snapshot index counts).
-    public func term(group: GroupID, at index: UInt64) -> UInt64? {
+    public func term(group: RaftGroupID, at index: UInt64) -> UInt64? {
         core.lock.withLock { $0.groups[group]?.term(at: index) }
     }
 
     /// A group's state, or nil for a group the log has never seen.
-    public func state(of group: GroupID) -> GroupLogState? {
+    public func state(of group: RaftGroupID) -> GroupLogState? {
         core.lock.withLock { $0.groups[group].map(WALCore.publicState) }
     }
 
     /// Every group's state: what a restarted process needs to bring its groups back.
-    public func groupStates() -> [GroupID: GroupLogState] {
+    public func groupStates() -> [RaftGroupID: GroupLogState] {
         core.lock.withLock { $0.groups.mapValues(WALCore.publicState) }
     }
 

@@ -113,6 +113,11 @@ public struct ByteReader {
         try take(count, what)
     }
 
+    /// The bytes read since `start`, for a checksum over a decoded region.
+    public func bytesRead(since start: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: base[min(start, offset)..<offset])
+    }
+
     /// Skips `count` bytes.
     public mutating func skip(_ count: Int, _ what: String = "bytes to skip") throws(CodecError) {
         _ = try take(count, what)
