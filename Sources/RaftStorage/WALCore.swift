@@ -1,6 +1,59 @@
 import Checksum
 import RaftCore
+import Synchronization
 import SystemPackage
+
+/// Completes when a queued write is durable, or failed. Returned by `WriteAheadLog.enqueue`, so a
+/// caller can queue writes in order without waiting, and wait for durability later.
+public final class WriteTicket: Sendable {
+    private enum Status {
+        case pending(CheckedContinuation<Void, any Error>?)
+        case done(StorageError?)
+    }
+
+    private let status: Mutex<Status>
+
+    init(completed: Bool) { status = Mutex(completed ? .done(nil) : .pending(nil)) }
+
+    /// True once the write is durable.
+    public var isDurable: Bool {
+        status.withLock { if case .done(nil) = $0 { true } else { false } }
+    }
+
+    /// Returns once the write is durable; throws, and the write is not acknowledged, if it failed.
+    public func wait() async throws(StorageError) {
+        do {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let outcome: StorageError?? = status.withLock { status in
+                    switch status {
+                    case .done(let error): return .some(error)
+                    case .pending:
+                        status = .pending(continuation)
+                        return .none
+                    }
+                }
+                switch outcome {
+                case .none: break
+                case .some(.none): continuation.resume()
+                case .some(.some(let error)): continuation.resume(throwing: error)
+                }
+            }
+        } catch let error as StorageError {
+            throw error
+        } catch {
+            throw StorageError.failed(cause: "\(error)")
+        }
+    }
+
+    func complete(_ error: StorageError?) {
+        let waiter: CheckedContinuation<Void, any Error>? = status.withLock { status in
+            guard case .pending(let continuation) = status else { return nil }
+            status = .done(error)
+            return continuation
+        }
+        if let error { waiter?.resume(throwing: error) } else { waiter?.resume() }
+    }
+}
 
 /// An open segment file. Shared by reference so that a reader's `pread` never races a purge's
 /// `close`: the descriptor closes when the last user lets go.
@@ -22,7 +75,7 @@ final class SegmentFile: Sendable {
 struct PendingWrite {
     var position: LogPosition
     var bytes: [UInt8]
-    var waiter: CheckedContinuation<Void, any Error>?
+    var ticket: WriteTicket
 }
 
 /// Everything the lock guards.
@@ -126,7 +179,7 @@ final class WALCore: Sendable {
 
     // MARK: Writing
 
-    func write(_ writes: [LogWrite]) async throws(StorageError) {
+    func enqueue(_ writes: [LogWrite]) throws(StorageError) -> WriteTicket {
         var encoded = Encoded()
         for write in writes {
             if let snapshot = write.snapshot {
@@ -138,8 +191,8 @@ final class WALCore: Sendable {
             }
             if let hardState = write.hardState { encoded.addHardState(write.group, hardState) }
         }
-        if encoded.operations.isEmpty { return }
-        try await submit { state throws(StorageError) in
+        if encoded.operations.isEmpty { return WriteTicket(completed: true) }
+        return try enqueue { state throws(StorageError) in
             try Self.validate(writes, in: state)
             return encoded
         }
@@ -196,49 +249,31 @@ final class WALCore: Sendable {
     }
 
     /// Queues records: `encode` validates them against the state and returns them (or nil for nothing
-    /// to write), all under the lock; then their position is reserved, the index updated, and the
-    /// caller suspended until the writer reports them durable (or failed).
-    func submit(_ encode: (WALState) throws(StorageError) -> Encoded?) async throws(StorageError) {
-        do {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let queued: Bool = lock.withLock { state in
-                    if let failure = state.failure {
-                        continuation.resume(throwing: StorageError.failed(cause: failure.description))
-                        return false
-                    }
-                    if state.isClosing {
-                        continuation.resume(throwing: StorageError.closed)
-                        return false
-                    }
-                    let encoded: Encoded
-                    do throws(StorageError) {
-                        guard let built = try encode(state) else {
-                            continuation.resume()
-                            return false
-                        }
-                        encoded = built
-                        guard encoded.builder.count <= options.maximumBatchBytes else {
-                            throw StorageError.invalidRequest(
-                                group: 0,
-                                reason: "a write of \(encoded.builder.count) bytes exceeds the maximum batch of \(options.maximumBatchBytes) bytes; split it")
-                        }
-                    } catch {
-                        continuation.resume(throwing: error)
-                        return false
-                    }
-                    let position = reserve(encoded.builder.count, in: &state)
-                    apply(encoded.operations, at: position, to: &state)
-                    state.queue.append(PendingWrite(position: position, bytes: encoded.builder.bytes, waiter: continuation))
-                    state.statistics.writes += 1
-                    return true
-                }
-                if queued { lock.broadcast() }
+    /// to write), all under the lock; then their position is reserved and the index updated. The
+    /// ticket completes when the writer has made them durable (or failed).
+    func enqueue(_ encode: (WALState) throws(StorageError) -> Encoded?) throws(StorageError) -> WriteTicket {
+        let ticket: WriteTicket = try lock.withLock { state throws(StorageError) in
+            if let failure = state.failure { throw StorageError.failed(cause: failure.description) }
+            if state.isClosing { throw StorageError.closed }
+            guard let encoded = try encode(state) else { return WriteTicket(completed: true) }
+            guard encoded.builder.count <= options.maximumBatchBytes else {
+                throw StorageError.invalidRequest(
+                    group: 0,
+                    reason: "a write of \(encoded.builder.count) bytes exceeds the maximum batch of \(options.maximumBatchBytes) bytes; split it")
             }
-        } catch let error as StorageError {
-            throw error
-        } catch {
-            throw StorageError.failed(cause: "\(error)")
+            let position = reserve(encoded.builder.count, in: &state)
+            apply(encoded.operations, at: position, to: &state)
+            let ticket = WriteTicket(completed: false)
+            state.queue.append(PendingWrite(position: position, bytes: encoded.builder.bytes, ticket: ticket))
+            state.statistics.writes += 1
+            return ticket
         }
+        lock.broadcast()
+        return ticket
+    }
+
+    func submit(_ encode: (WALState) throws(StorageError) -> Encoded?) async throws(StorageError) {
+        try await enqueue(encode).wait()
     }
 
     /// Reserves room for `count` bytes at the tail, starting a new segment when the current one is full.
@@ -322,7 +357,7 @@ final class WALCore: Sendable {
                     state.statistics.syncs += 1
                     state.statistics.bytesWritten += buffer.count
                 }
-                for write in batch { write.waiter?.resume() }
+                for write in batch { write.ticket.complete(nil) }
             } catch {
                 fail(with: error, batch: batch)
             }
@@ -367,7 +402,7 @@ final class WALCore: Sendable {
             return rest
         }
         options.log("write-ahead log failed, refusing further writes: \(error)")
-        for write in batch + queued { write.waiter?.resume(throwing: error) }
+        for write in batch + queued { write.ticket.complete(error) }
     }
 
     /// Creates, preallocates and syncs a new segment with its header, and makes its name durable.

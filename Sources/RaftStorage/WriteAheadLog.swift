@@ -128,18 +128,26 @@ public final class WriteAheadLog: Sendable {
     /// Persists the writes of any number of groups; returns once they are durable (one fdatasync
     /// for everything that is queued together). Throws and acknowledges nothing if the disk fails.
     public func write(_ writes: [LogWrite]) async throws(StorageError) {
-        try await core.write(writes)
+        try await core.enqueue(writes).wait()
+    }
+
+    /// Queues writes without waiting: they are validated and visible to reads at once, in the order
+    /// of `enqueue` calls, and the ticket tells when they are durable. A Raft runtime queues each
+    /// Ready's writes in order this way, and sends the messages that wait for persistence once the
+    /// ticket completes.
+    public func enqueue(_ writes: [LogWrite]) throws(StorageError) -> WriteTicket {
+        try core.enqueue(writes)
     }
 
     /// Appends `entries` to a group (replacing any existing suffix from the first entry's index) and
     /// saves its hard state, durably.
     public func append(group: RaftGroupID, entries: [Entry], hardState: HardState? = nil) async throws(StorageError) {
-        try await core.write([LogWrite(group: group, entries: entries, hardState: hardState)])
+        try await core.enqueue([LogWrite(group: group, entries: entries, hardState: hardState)]).wait()
     }
 
     /// Records that a group installed a snapshot: its log is replaced by the snapshot's index and term.
     public func applySnapshot(group: RaftGroupID, metadata: SnapshotMetadata) async throws(StorageError) {
-        try await core.write([LogWrite(group: group, snapshot: metadata)])
+        try await core.enqueue([LogWrite(group: group, snapshot: metadata)]).wait()
     }
 
     /// Drops a group's entries up to and including `index` (which must be in its log); their
