@@ -18,6 +18,15 @@ public enum StorageError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The log or store was closed.
     case closed
 
+    /// The file the error is about, if any.
+    public var path: String {
+        switch self {
+        case .io(_, let path, _): return path
+        case .corruption(let file, _, _): return file
+        default: return ""
+        }
+    }
+
     public var description: String {
         switch self {
         case .io(let operation, let path, let errno):
