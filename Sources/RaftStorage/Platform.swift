@@ -200,6 +200,27 @@ enum FileSystem {
         }
     }
 
+    /// A read-only memory map of a whole file: recovery scans segments in place instead of copying
+    /// them into a buffer. Unmapped when released.
+    final class MappedFile {
+        let bytes: UnsafeRawBufferPointer
+
+        init(_ descriptor: FileDescriptor, size: Int, _ path: FilePath) throws(StorageError) {
+            guard size > 0 else {
+                bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+                return
+            }
+            let address = mmap(nil, size, PROT_READ, MAP_SHARED, descriptor.rawValue, 0)
+            guard let address, address != MAP_FAILED else { throw io("mmap", path, lastErrno()) }
+            _ = madvise(address, size, MADV_SEQUENTIAL)
+            bytes = UnsafeRawBufferPointer(start: address, count: size)
+        }
+
+        deinit {
+            if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
+        }
+    }
+
     /// A monotonic clock reading in nanoseconds, for durations in reports.
     static func monotonicNanoseconds() -> UInt64 {
         var ts = timespec()

@@ -9,9 +9,22 @@ import SystemPackage
 /// segment, an invalid record starts a torn tail — the batch the writer was syncing when the
 /// process died — provided nothing but zeros lies further than one maximum batch beyond it. The
 /// torn tail is zeroed on disk and reported. Anything else is corruption, named by file and offset.
+///
+/// A first, fast pass checks CRCs on a second thread while the first replays, which roughly halves
+/// recovery time on two cores. It handles only a clean log; at the first anomaly (a failed CRC, a
+/// torn tail, an interrupted segment creation) recovery starts over with the careful, sequential
+/// pass, which alone decides what to cut and what to report as corruption.
 enum Recovery {
     static func run(directory: FilePath, options: WriteAheadLogOptions) throws(StorageError) -> (WALState, RecoveryReport) {
         let started = FileSystem.monotonicNanoseconds()
+        if let clean = try pass(directory: directory, options: options, careful: false, started: started) { return clean }
+        return try pass(directory: directory, options: options, careful: true, started: started)!
+    }
+
+    /// One recovery pass; a fast (not careful) pass returns nil when the log needs the careful one.
+    private static func pass(
+        directory: FilePath, options: WriteAheadLogOptions, careful: Bool, started: UInt64
+    ) throws(StorageError) -> (WALState, RecoveryReport)? {
         var sequences: [UInt32] = []
         for name in try FileSystem.list(directory) {
             if let sequence = SegmentFormat.sequence(fromFileName: name) { sequences.append(sequence) }
@@ -34,10 +47,12 @@ enum Recovery {
             let descriptor = try FileSystem.open(path)
             let file = SegmentFile(sequence: sequence, path: path, descriptor: descriptor)
             let size = try FileSystem.size(descriptor, path)
-            let bytes = try FileSystem.read(descriptor, at: 0, count: size, path)
-            let outcome = try bytes.withStorageBytes { raw throws(StorageError) in
-                try scan(raw, sequence: sequence, path: path, isLast: isLast, replay: &replay)
+            let mapping = try FileSystem.MappedFile(descriptor, size: size, path)
+            let outcome = try withExtendedLifetime(mapping) { () throws(StorageError) -> Outcome? in
+                if careful { return try scan(mapping.bytes, sequence: sequence, path: path, isLast: isLast, replay: &replay) }
+                return fastScan(mapping.bytes, sequence: sequence, path: path, replay: &replay)
             }
+            guard let outcome else { return nil }
             switch outcome {
             case .discardedEmptyLast:
                 options.log("removed \(path.string): its creation was interrupted before it held any record")
@@ -75,6 +90,76 @@ enum Recovery {
     enum Outcome {
         case discardedEmptyLast
         case scanned(end: Int, records: Int, torn: RecoveryReport.TornTail?)
+    }
+
+    /// A segment's address, handed to the verifying thread, which only reads it while the caller
+    /// keeps the mapping alive and waits for the result.
+    private struct SharedBytes: @unchecked Sendable {
+        let bytes: UnsafeRawBufferPointer
+    }
+
+    /// Replays a segment while another thread checks its CRCs. Returns nil for anything but a
+    /// clean segment: valid header, valid records, zeros after them.
+    private static func fastScan(_ raw: UnsafeRawBufferPointer, sequence: UInt32, path: FilePath, replay: inout Replay) -> Outcome? {
+        guard case .success(let header) = SegmentFormat.parseHeader(raw), header.sequence == sequence else { return nil }
+        var bounds: [(start: Int, end: Int, type: RecordType)] = []
+        var offset = SegmentFormat.headerSize
+        while offset + SegmentFormat.recordHeaderSize <= raw.count {
+            let length = Int(raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian)
+            if length == 0 && firstNonZero(raw, in: offset..<offset + SegmentFormat.recordHeaderSize) == nil { break }
+            let end = offset + SegmentFormat.recordHeaderSize + length
+            guard end <= raw.count, let type = RecordType(rawValue: raw[offset + 4]) else { return nil }
+            bounds.append((offset, end, type))
+            offset = end
+        }
+        guard firstNonZero(raw, in: offset..<raw.count) == nil else { return nil }
+
+        // The verifier publishes how many records it has checked; replay never applies one before
+        // it is checked, because unverified bytes could describe anything (a gap of a billion entries).
+        let progress = ConditionLock<(verified: Int, failed: Bool)>((0, false))
+        let shared = SharedBytes(bytes: raw)
+        let ranges = bounds.map { $0.start..<$0.end }
+        startThread {
+            var verified = 0
+            for range in ranges {
+                guard isValidRecord(UnsafeRawBufferPointer(rebasing: shared.bytes[range])) else {
+                    progress.withLock { $0.failed = true }
+                    progress.broadcast()
+                    return
+                }
+                verified += 1
+                if verified % 256 == 0 || verified == ranges.count {
+                    progress.withLock { $0.verified = verified }
+                    progress.broadcast()
+                }
+            }
+            progress.withLock { $0.verified = ranges.count }
+            progress.broadcast()
+        }
+        var known = 0
+        var replayed = true
+        for (i, bound) in bounds.enumerated() {
+            if i >= known {
+                let (verified, failed) = progress.withLock(waitingUntil: { $0.verified > i || $0.failed }) { ($0.verified, $0.failed) }
+                if verified <= i && failed {
+                    replayed = false
+                    break
+                }
+                known = verified
+            }
+            do throws(StorageError) {
+                try replay.apply(
+                    bound.type, record: UnsafeRawBufferPointer(rebasing: raw[bound.start..<bound.end]), segment: sequence,
+                    offset: bound.start, path: path)
+            } catch {
+                replayed = false
+                break
+            }
+        }
+        // The verifier must be done with the mapping before the caller unmaps it.
+        let failed = progress.withLock(waitingUntil: { $0.verified == ranges.count || $0.failed }) { $0.failed }
+        guard replayed && !failed else { return nil }
+        return .scanned(end: offset, records: bounds.count, torn: nil)
     }
 
     /// True when a framed record's length and CRC32C match its bytes.
@@ -171,6 +256,9 @@ enum Recovery {
 /// The groups as the records so far describe them.
 struct Replay {
     var groups: [RaftGroupID: GroupLog] = [:]
+    /// Scratch space reused for every entries record.
+    private var slots: [Slot] = []
+    private var indexes: [UInt64] = []
 
     mutating func apply(
         _ type: RecordType, record: UnsafeRawBufferPointer, segment: UInt32, offset: Int, path: FilePath
@@ -179,13 +267,12 @@ struct Replay {
         do throws(CodecError) {
             try reader.skip(SegmentFormat.recordHeaderSize)
             let group = try reader.readVarint("group id")
+            if groups[group] == nil { groups[group] = GroupLog() }
             switch type {
             case .entries, .rewrittenEntries:
                 let count = try reader.readCount("entries", minimumElementSize: 4 + Entry.headerSize + 1)
-                var slots: [Slot] = []
-                var indexes: [UInt64] = []
-                slots.reserveCapacity(count)
-                indexes.reserveCapacity(count)
+                slots.removeAll(keepingCapacity: true)
+                indexes.removeAll(keepingCapacity: true)
                 for _ in 0..<count {
                     let length = Int(try reader.readUInt32("entry length"))
                     let start = reader.offset
@@ -205,23 +292,23 @@ struct Replay {
                 }
                 guard let first = indexes.first else { break }
                 if type == .entries {
-                    groups[group, default: GroupLog()].append(first: first, slots, entries: nil)
+                    groups[group]!.append(first: first, slots, entries: nil)
                 } else {
                     for (index, slot) in zip(indexes, slots) {
-                        groups[group, default: GroupLog()].fill(first: index, [slot])
+                        groups[group]!.fill(first: index, [slot])
                     }
                 }
             case .hardState:
                 let hardState = try HardState(from: &reader)
-                groups[group, default: GroupLog()].hardState = hardState
+                groups[group]!.hardState = hardState
                 groups[group]!.hardStateSegment = segment
             case .compact, .snapshot:
                 let index = try reader.readVarint("index")
                 let term = try reader.readVarint("term")
                 if type == .compact {
-                    groups[group, default: GroupLog()].compact(through: index, term: term)
+                    groups[group]!.compact(through: index, term: term)
                 } else {
-                    groups[group, default: GroupLog()].reset(toSnapshot: index, term: term)
+                    groups[group]!.reset(toSnapshot: index, term: term)
                 }
                 groups[group]!.baseSegment = segment
             }

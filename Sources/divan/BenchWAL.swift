@@ -15,14 +15,21 @@ struct BenchWAL: AsyncParsableCommand {
 
     @Option(help: "Scratch directory on the disk to measure (emptied first).") var dir = "/tmp/divan-bench-wal"
     @Option(help: "Seconds per measurement.") var seconds = 3.0
-    @Option(help: "Size of the log recovered in the last measurement, in MiB.") var recoveryMiB = 1024
+    @Option(name: .customLong("recovery-mib"), help: "Size of the log recovered in the last measurement, in MiB.")
+    var recoveryMiB = 1024
+    @Flag(help: "Only measure recovery, reusing a log left in --dir by an earlier --recovery-only run.")
+    var recoveryOnly = false
 
     func run() async throws {
         let root = FilePath(dir)
-        try removeTree(root)
+        if !recoveryOnly { try removeTree(root) }
         _ = root.withPlatformString { mkdir($0, 0o755) }
         print("WAL benchmark in \(dir), \(seconds) s per measurement")
 
+        if recoveryOnly {
+            try await recovery(root.appending("recovery"))
+            return
+        }
         let raw = try rawSyncRate(root.appending("raw"))
         print("raw 4 KiB append+fdatasync: \(fixed(raw.rate)) syncs/s, p50 \(fixed(raw.p50)) µs, p99 \(fixed(raw.p99)) µs")
         print("")
@@ -148,7 +155,7 @@ struct BenchWAL: AsyncParsableCommand {
     /// Fills a log of `recoveryMiB` with 100-byte entries over 100 groups, then times opening it,
     /// first with a cold page cache (when this process may drop it) and then warm.
     private func recovery(_ path: FilePath) async throws {
-        do {
+        if !(recoveryOnly && isDirectory(path)) {
             let log = try WriteAheadLog(directory: path)
             let target = recoveryMiB << 20
             let data = [UInt8](repeating: 0x3C, count: 100)
@@ -187,6 +194,11 @@ struct BenchWAL: AsyncParsableCommand {
             log.close()
             if !dropped { break }
         }
+    }
+
+    private func isDirectory(_ path: FilePath) -> Bool {
+        var info = stat()
+        return path.withPlatformString { stat($0, &info) } == 0 && (info.st_mode & S_IFMT) == S_IFDIR
     }
 
     private func dropPageCache() -> Bool {

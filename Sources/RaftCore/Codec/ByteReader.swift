@@ -95,7 +95,12 @@ public struct ByteReader {
     /// takes at least `minimumElementSize` bytes), so hostile input cannot make us allocate wildly.
     public mutating func readCount(_ what: String, minimumElementSize: Int = 1) throws(CodecError) -> Int {
         let start = offset
-        let count = try readVarint("the number of \(what)")
+        let count: UInt64
+        do throws(CodecError) {
+            count = try readVarint(what)
+        } catch {
+            throw CodecError(offset: error.offset, expected: "the number of \(what)")
+        }
         guard count <= UInt64(remaining / max(1, minimumElementSize)) else {
             throw CodecError(offset: start, expected: "at most \(remaining / max(1, minimumElementSize)) \(what), found \(count)")
         }
@@ -104,7 +109,7 @@ public struct ByteReader {
 
     /// Reads a byte string written by `writeLengthPrefixed`.
     public mutating func readLengthPrefixed(_ what: String = "a byte string") throws(CodecError) -> [UInt8] {
-        let count = try readCount("bytes of \(what)")
+        let count = try readCount(what)
         return Array(try take(count, what))
     }
 
