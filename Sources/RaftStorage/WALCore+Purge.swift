@@ -35,9 +35,9 @@ extension WALCore {
         var record: (segment: UInt32, offset: UInt32, bytes: [UInt8])?
         for item in plan.live {
             if record?.segment != item.slot.segment || record?.offset != item.slot.recordOffset {
-                record = (item.slot.segment, item.slot.recordOffset, try readRecordForPurge(item.slot, item.file))
+                record = (item.slot.segment, item.slot.recordOffset, try readRecord(item.slot, item.file))
             }
-            let entry = try decodeEntryForPurge(item.slot, record!.bytes, item.file)
+            let entry = try decodeEntry(item.slot, record!.bytes, item.file)
             chunk.append((item.group, entry, item.slot))
             chunkBytes += Int(item.slot.entryLength) + 16
             if chunkBytes >= options.maximumBatchBytes / 2 {

@@ -476,13 +476,7 @@ final class WALCore: Sendable {
         return result
     }
 
-    func readRecordForPurge(_ slot: Slot, _ file: SegmentFile) throws(StorageError) -> [UInt8] { try readRecord(slot, file) }
-
-    func decodeEntryForPurge(_ slot: Slot, _ record: [UInt8], _ file: SegmentFile) throws(StorageError) -> Entry {
-        try decodeEntry(slot, record, file)
-    }
-
-    private func readRecord(_ slot: Slot, _ file: SegmentFile) throws(StorageError) -> [UInt8] {
+    func readRecord(_ slot: Slot, _ file: SegmentFile) throws(StorageError) -> [UInt8] {
         let bytes = try FileSystem.read(file.descriptor, at: Int(slot.recordOffset), count: Int(slot.recordLength), file.path)
         let valid = bytes.count == Int(slot.recordLength) && bytes.withUnsafeBytes { Recovery.isValidRecord($0) }
         guard valid else {
@@ -492,7 +486,7 @@ final class WALCore: Sendable {
         return bytes
     }
 
-    private func decodeEntry(_ slot: Slot, _ record: [UInt8], _ file: SegmentFile) throws(StorageError) -> Entry {
+    func decodeEntry(_ slot: Slot, _ record: [UInt8], _ file: SegmentFile) throws(StorageError) -> Entry {
         let start = Int(slot.entryOffset)
         let end = start + Int(slot.entryLength)
         do {
