@@ -60,6 +60,28 @@ import Testing
         #expect(throws: CodecError.self) { try HardState(decoding: overlongVarint) }
     }
 
+    static let messages: [Message] = [
+        Message(from: 1, to: 2, term: 3, payload: .append(Message.Append(previousIndex: 4, previousTerm: 2, entries: samples, commit: 3))),
+        Message(from: 2, to: 1, term: 3, payload: .appendResponse(Message.AppendResponse(index: 9, isRejected: true, hintIndex: 5, hintTerm: 1))),
+        Message(from: 1, to: 3, term: 3, payload: .heartbeat(commit: 7, readRound: 11)),
+        Message(from: 3, to: 1, term: 3, payload: .heartbeatResponse(readRound: 11)),
+        Message(from: 2, to: 3, term: 4, payload: .voteRequest(Message.VoteRequest(isPreVote: true, lastIndex: 9, lastTerm: 3, isTransfer: false))),
+        Message(from: 3, to: 2, term: 4, payload: .voteResponse(isPreVote: true, granted: true)),
+        Message(from: 1, to: 2, term: 5, payload: .snapshot(Snapshot(
+            metadata: SnapshotMetadata(index: 9, term: 4, membership: membership), data: [9, 9]))),
+        Message(from: 2, to: 1, term: 5, payload: .readIndexRequest(context: 42)),
+        Message(from: 1, to: 2, term: 5, payload: .readIndexResponse(context: 42, index: 10)),
+        Message(from: 1, to: 2, term: 5, payload: .timeoutNow),
+    ]
+
+    @Test(arguments: messages) func messageRoundTripsAndEveryTruncationThrows(message: Message) throws {
+        let bytes = message.encodedBytes()
+        #expect(try Message(decoding: bytes) == message)
+        for cut in 0..<bytes.count {
+            #expect(throws: CodecError.self) { try Message(decoding: bytes[..<cut]) }
+        }
+    }
+
     /// Random bytes never trap the decoders (a seeded generator, so a failure replays).
     @Test func randomBytesNeverTrap() {
         var state: UInt64 = 0x5EED
@@ -71,6 +93,7 @@ import Testing
             _ = try? Entry(decoding: bytes)
             _ = try? SnapshotMetadata(decoding: bytes)
             _ = try? ConfigurationChange(decoding: bytes)
+            _ = try? Message(decoding: bytes)
         }
     }
 }
