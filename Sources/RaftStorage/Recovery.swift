@@ -59,7 +59,7 @@ enum Recovery {
                 try FileSystem.remove(path)
                 try FileSystem.syncDirectory(directory)
                 continue
-            case .scanned(let end, let records, let torn):
+            case .scanned(let end, let records, let torn, let maximumBatchBytes):
                 report.records += records
                 report.bytes += end - SegmentFormat.headerSize
                 if let torn {
@@ -68,7 +68,12 @@ enum Recovery {
                     try FileSystem.dataSync(descriptor, path)
                     report.tornTail = torn
                 }
-                if isLast { tail = LogPosition(segment: sequence, offset: end) }
+                // The torn-tail bound of a segment is the batch limit in its header: a writer with a
+                // different limit must not continue in it, so it starts a new segment instead.
+                if isLast {
+                    let offset = maximumBatchBytes == options.maximumBatchBytes ? end : options.segmentSize + 1
+                    tail = LogPosition(segment: sequence, offset: offset)
+                }
             }
             segments[sequence] = file
             order.append(sequence)
@@ -89,7 +94,7 @@ enum Recovery {
 
     enum Outcome {
         case discardedEmptyLast
-        case scanned(end: Int, records: Int, torn: RecoveryReport.TornTail?)
+        case scanned(end: Int, records: Int, torn: RecoveryReport.TornTail?, maximumBatchBytes: Int)
     }
 
     /// A segment's address, handed to the verifying thread, which only reads it while the caller
@@ -159,7 +164,7 @@ enum Recovery {
         // The verifier must be done with the mapping before the caller unmaps it.
         let failed = progress.withLock(waitingUntil: { $0.verified == ranges.count || $0.failed }) { $0.failed }
         guard replayed && !failed else { return nil }
-        return .scanned(end: offset, records: bounds.count, torn: nil)
+        return .scanned(end: offset, records: bounds.count, torn: nil, maximumBatchBytes: header.maximumBatchBytes)
     }
 
     /// True when a framed record's length and CRC32C match its bytes.
@@ -230,7 +235,7 @@ enum Recovery {
 
         if !isInvalid {
             guard let garbage = firstNonZero(raw, in: offset..<raw.count) else {
-                return .scanned(end: offset, records: records, torn: nil)
+                return .scanned(end: offset, records: records, torn: nil, maximumBatchBytes: header.maximumBatchBytes)
             }
             if !isLast {
                 throw StorageError.corruption(
@@ -249,7 +254,7 @@ enum Recovery {
         }
         let cut = (firstNonZero(raw, in: offset..<limit).map { _ in limit } ?? offset) - offset
         let torn = cut == 0 ? nil : RecoveryReport.TornTail(file: path.string, offset: offset, bytesCut: cut)
-        return .scanned(end: offset, records: records, torn: torn)
+        return .scanned(end: offset, records: records, torn: torn, maximumBatchBytes: header.maximumBatchBytes)
     }
 }
 

@@ -122,6 +122,19 @@ func recordBounds(_ bytes: [UInt8]) -> [(start: Int, end: Int)] {
         #expect(error?.description.contains(files[1]) == true)
     }
 
+    /// The torn-tail bound is the batch limit in a segment's header, so a log reopened with another
+    /// limit continues in a new segment.
+    @Test func aChangedBatchLimitStartsANewSegment() async throws {
+        let dir = TemporaryDirectory()
+        _ = try await makeLog(dir, count: 3)
+        let log = try WriteAheadLog(directory: dir.path, options: smallOptions(batch: 16 << 10))
+        try await log.append(group: 1, entries: [entry(group: 1, index: 4)])
+        log.close()
+        #expect(try segmentFiles(dir.path).count == 2)
+        let reopened = try WriteAheadLog(directory: dir.path, options: smallOptions())
+        #expect(try reopened.entries(group: 1, in: 1..<5) == entries(group: 1, 1...4))
+    }
+
     /// A crash while a new segment was being created leaves an empty last segment: it is removed.
     @Test func anInterruptedSegmentCreationIsDiscarded() async throws {
         let dir = TemporaryDirectory()
