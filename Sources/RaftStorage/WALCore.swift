@@ -251,7 +251,7 @@ final class WALCore: Sendable {
     /// Queues records: `encode` validates them against the state and returns them (or nil for nothing
     /// to write), all under the lock; then their position is reserved and the index updated. The
     /// ticket completes when the writer has made them durable (or failed).
-    func enqueue(_ encode: (WALState) throws(StorageError) -> Encoded?) throws(StorageError) -> WriteTicket {
+    func enqueue(_ encode: (borrowing WALState) throws(StorageError) -> Encoded?) throws(StorageError) -> WriteTicket {
         let ticket: WriteTicket = try lock.withLock { state throws(StorageError) in
             if let failure = state.failure { throw StorageError.failed(cause: failure.description) }
             if state.isClosing { throw StorageError.closed }
@@ -272,7 +272,7 @@ final class WALCore: Sendable {
         return ticket
     }
 
-    func submit(_ encode: (WALState) throws(StorageError) -> Encoded?) async throws(StorageError) {
+    func submit(_ encode: (borrowing WALState) throws(StorageError) -> Encoded?) async throws(StorageError) {
         try await enqueue(encode).wait()
     }
 

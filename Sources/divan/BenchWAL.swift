@@ -17,6 +17,7 @@ struct BenchWAL: AsyncParsableCommand {
     @Option(help: "Seconds per measurement.") var seconds = 3.0
     @Option(name: .customLong("recovery-mib"), help: "Size of the log recovered in the last measurement, in MiB.")
     var recoveryMiB = 1024
+    @Option(help: "Only run group commit with this many writers (for profiling).") var onlyWriters: Int?
     @Flag(help: "Only measure recovery, reusing a log left in --dir by an earlier --recovery-only run.")
     var recoveryOnly = false
 
@@ -26,6 +27,11 @@ struct BenchWAL: AsyncParsableCommand {
         _ = root.withPlatformString { mkdir($0, 0o755) }
         print("WAL benchmark in \(dir), \(seconds) s per measurement")
 
+        if let onlyWriters {
+            let result = try await groupCommit(root.appending("gc"), writers: onlyWriters, groups: 100)
+            print(row("group commit, \(onlyWriters) writers, 100 groups", result.entriesPerSecond, result.syncsPerSecond, result.p50, result.p99, 1))
+            return
+        }
         if recoveryOnly {
             try await recovery(root.appending("recovery"))
             return
