@@ -113,6 +113,12 @@ public final class WriteAheadLog: Sendable {
     /// Throws `StorageError.corruption` naming the file and offset if anything but a torn tail of
     /// the last segment fails verification.
     public init(directory: FilePath, options: WriteAheadLogOptions = WriteAheadLogOptions()) throws(StorageError) {
+        // Offsets within a segment are stored in 32 bits, and a batch must fit in a segment.
+        guard options.segmentSize > SegmentFormat.headerSize + SegmentFormat.recordHeaderSize, options.segmentSize <= Int(UInt32.max) else {
+            throw StorageError.invalidRequest(group: 0, reason: "segment size \(options.segmentSize) is outside 45 bytes ... 4 GiB")
+        }
+        var options = options
+        options.maximumBatchBytes = max(SegmentFormat.recordHeaderSize, min(options.maximumBatchBytes, options.segmentSize - SegmentFormat.headerSize))
         try FileSystem.createDirectory(directory)
         let (state, report) = try Recovery.run(directory: directory, options: options)
         core = WALCore(directory: directory, options: options, state: state)
