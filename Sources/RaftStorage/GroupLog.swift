@@ -49,8 +49,14 @@ struct GroupLog: Sendable {
     /// Replaces the suffix from `first` on with `newSlots` (and their entries, when the caller has them).
     /// During recovery `first` may lie past the end: the gap is left as holes for rewritten entries to fill.
     mutating func append(first: UInt64, _ newSlots: [Slot], entries: [Entry]?) {
-        if count == 0 || first > lastIndex + 1 {
-            if count == 0 { slots.removeAll(keepingCapacity: true); head = 0; firstIndex = first }
+        if count == 0 {
+            // During recovery `first` may lie past the snapshot index: the entries before it are
+            // rewritten copies that replay later (`fill`), or a hole that `firstHole` reports.
+            slots.removeAll(keepingCapacity: true)
+            head = 0
+            firstIndex = first
+            dropCache()
+        } else if first > lastIndex + 1 {
             while lastIndex + 1 < first { slots.append(.hole) }
             dropCache()
         } else if first < firstIndex {

@@ -53,7 +53,9 @@ final class WALWriterChild: Sendable {
     /// Complete `ack` lines printed so far: (group, index).
     var acknowledgements: [(RaftGroupID, UInt64)] {
         let text = output.withLock { $0.text }
-        return text.split(separator: "\n", omittingEmptySubsequences: true).compactMap { line in
+        // A line cut by the kill has no newline yet: only complete lines count.
+        guard let end = text.lastIndex(of: "\n") else { return [] }
+        return text[..<end].split(separator: "\n", omittingEmptySubsequences: true).compactMap { line in
             let parts = line.split(separator: " ")
             guard parts.count == 3, parts[0] == "ack", let group = UInt64(parts[1]), let index = UInt64(parts[2]) else { return nil }
             return (group, index)

@@ -155,6 +155,32 @@ import Testing
         #expect(log.state(of: 99)?.hardState == HardState(term: 1, vote: 99, commit: 1))
     }
 
+    /// A group's old entries are copied to the head of the log after its newer ones: recovery
+    /// meets the newer entries first and must leave room for the copies.
+    @Test func rewrittenEntriesMayFollowNewerOnes() async throws {
+        let dir = TemporaryDirectory()
+        let options = smallOptions(segmentSize: 16 << 10, batch: 4 << 10)
+        do {
+            let log = try WriteAheadLog(directory: dir.path, options: options)
+            try await log.append(group: 1, entries: entries(group: 1, 1...10))
+            for first in stride(from: UInt64(1), to: 1000, by: 20) {
+                try await log.append(group: 2, entries: entries(group: 2, first...first + 19))
+            }
+            try await log.append(group: 1, entries: entries(group: 1, 11...20))
+            for first in stride(from: UInt64(1001), to: 1200, by: 20) {
+                try await log.append(group: 2, entries: entries(group: 2, first...first + 19))
+            }
+            // Group 2's newest entries stay live, so the segment holding group 1's entries 11...20
+            // survives the purge while the older ones (with 1...10) are deleted.
+            try await log.compact(group: 2, through: 1000)
+            let report = try await log.purge()
+            #expect(report.rewrittenEntries >= 10, "\(report)")
+            log.close()
+        }
+        let log = try WriteAheadLog(directory: dir.path, options: options)
+        #expect(try log.entries(group: 1, in: 1..<21) == entries(group: 1, 1...20))
+    }
+
     /// A purge twice over, with a truncation between: rewritten entries that arrive in the log
     /// after later ones still rebuild the right log.
     @Test func repeatedPurgesKeepTruncationsRight() async throws {
