@@ -7,10 +7,14 @@ let package = Package(
     products: [
         .executable(name: "divan", targets: ["divan"]),
         .library(name: "RaftCore", targets: ["RaftCore"]),
+        .library(name: "RaftStorage", targets: ["RaftStorage"]),
+        .library(name: "Checksum", targets: ["Checksum"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         .target(name: "RaftCore"),
@@ -19,18 +23,31 @@ let package = Package(
             dependencies: ["RaftCore", .product(name: "HeapModule", package: "swift-collections")]
         ),
         .target(name: "Linearizability"),
+        .target(name: "Checksum"),
+        .target(
+            name: "RaftStorage",
+            dependencies: [
+                "RaftCore",
+                "Checksum",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
         .executableTarget(
             name: "divan",
             dependencies: [
                 "RaftCore",
                 "RaftSimulation",
                 "Linearizability",
+                "RaftStorage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore"]),
         .testTarget(name: "RaftSimulationTests", dependencies: ["RaftSimulation", "RaftCore"]),
         .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"]),
+        .testTarget(name: "ChecksumTests", dependencies: ["Checksum"]),
+        .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "RaftCore", "Checksum"]),
     ],
     swiftLanguageModes: [.v6]
 )
