@@ -227,7 +227,7 @@ final class WALCore: Sendable {
     }
 
     /// Checks writes against the log as it will be once earlier writes in the same call apply.
-    private static func validate(_ writes: [LogWrite], in state: WALState) throws(StorageError) {
+    private static func validate(_ writes: [LogWrite], in state: borrowing WALState) throws(StorageError) {
         var bounds: [RaftGroupID: (base: UInt64, last: UInt64)] = [:]
         for write in writes {
             var (base, last) = bounds[write.group]
@@ -448,6 +448,7 @@ final class WALCore: Sendable {
                 } else {
                     let slot = log.slot(at: index)!
                     guard let file = state.segments[slot.segment] else {
+                        if state.isWriterDone { throw StorageError.closed }
                         throw StorageError.failed(cause: "segment \(slot.segment) of entry \(index) is not open")
                     }
                     sources.append(.disk(slot, file))

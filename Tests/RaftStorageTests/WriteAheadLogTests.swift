@@ -181,6 +181,56 @@ import Testing
         #expect(try log.entries(group: 1, in: 1..<21) == entries(group: 1, 1...20))
     }
 
+    /// Purges run while many groups append, truncate and compact; the log read back after a
+    /// restart is the log the writers built.
+    @Test func purgesConcurrentWithWritersKeepEveryLog() async throws {
+        let dir = TemporaryDirectory()
+        var options = smallOptions(segmentSize: 16 << 10, batch: 4 << 10)
+        options.purgeLiveRatio = 0.5
+        var before: [RaftGroupID: GroupLogState] = [:]
+        do {
+            let log = try WriteAheadLog(directory: dir.path, options: options)
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                for group: RaftGroupID in 1...12 {
+                    tasks.addTask {
+                        var last: UInt64 = 0
+                        for round in 0..<60 {
+                            // Every seventh round overwrites the last two entries with a newer term.
+                            let first = round % 7 == 6 && last > 2 ? last - 1 : last + 1
+                            let term: UInt64 = round % 7 == 6 ? 2 : 1
+                            try await log.append(group: group, entries: entries(group: group, first...first + 4, term: term))
+                            last = first + 4
+                            // Two groups in three compact as they go; the others keep everything, pinning old segments.
+                            if group % 3 != 0 && round % 10 == 9 { try await log.compact(group: group, through: last - 3) }
+                        }
+                    }
+                }
+                tasks.addTask {
+                    for _ in 0..<20 { try await log.purge() }
+                }
+                try await tasks.waitForAll()
+            }
+            try await log.purge()
+            #expect(try segmentFiles(dir.path).first != SegmentFormat.fileName(sequence: 1), "no segment was purged")
+            before = log.groupStates()
+            for group: RaftGroupID in 1...12 {
+                let state = before[group]!
+                #expect(try log.entries(group: group, in: state.firstIndex..<state.lastIndex + 1).count == Int(state.lastIndex - state.firstIndex + 1))
+            }
+            log.close()
+        }
+        let log = try WriteAheadLog(directory: dir.path, options: options)
+        #expect(log.groupStates() == before)
+        for group: RaftGroupID in 1...12 {
+            let state = before[group]!
+            let read = try log.entries(group: group, in: state.firstIndex..<state.lastIndex + 1)
+            #expect(read.map(\.index) == Array(state.firstIndex...state.lastIndex))
+            for entry in read {
+                #expect(entry == RaftStorageTests.entry(group: group, index: entry.index, term: entry.term))
+            }
+        }
+    }
+
     /// A purge twice over, with a truncation between: rewritten entries that arrive in the log
     /// after later ones still rebuild the right log.
     @Test func repeatedPurgesKeepTruncationsRight() async throws {
