@@ -32,6 +32,7 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        .target(name: "Raft", dependencies: ["RaftCore", "RaftStorage"]),
         .executableTarget(
             name: "divan",
             dependencies: [
@@ -44,6 +45,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore"]),
+        .testTarget(name: "RaftTests", dependencies: ["Raft", "RaftCore", "RaftStorage"]),
         .testTarget(name: "RaftSimulationTests", dependencies: ["RaftSimulation", "RaftCore"]),
         .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"]),
         .testTarget(name: "ChecksumTests", dependencies: ["Checksum"]),

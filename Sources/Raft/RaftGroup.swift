@@ -1,0 +1,286 @@
+import RaftCore
+import RaftStorage
+
+/// One member of one Raft group, running: it drives the pure core with real time, the shared
+/// write-ahead log and a message sender, applies committed entries to the state machine, and
+/// answers `apply` and `readIndex` calls.
+public actor RaftGroup {
+    public nonisolated let group: UInt64
+    public nonisolated let id: NodeID
+    let options: RaftOptions
+    let log: WriteAheadLog
+    let sender: any RaftMessageSender
+    let stateMachine: any StateMachine
+    var node: RaftNode
+    var pendingApplies: [UInt64: PendingApply] = [:]
+    var pendingReads: [UInt64: CheckedContinuation<UInt64, any Error>] = [:]
+    /// Reads whose index is known, waiting for the state machine to reach it.
+    var confirmedReads: [(index: UInt64, context: UInt64)] = []
+    var nextReadContext: UInt64 = 1
+    /// Set when the state machine or the disk failed: the group stops serving until restarted.
+    public private(set) var failure: String?
+    var replicatorListeners: [any ReplicatorStateListener] = []
+    var isProcessing = false
+    var isStopped = false
+    var ticker: Task<Void, Never>?
+
+    struct PendingApply {
+        var term: UInt64
+        var continuation: CheckedContinuation<[UInt8], any Error>
+    }
+
+    /// Opens the group from what `log` holds. A group the log has never seen starts from `bootstrap`
+    /// (a founding member) or empty (a node that joins an existing group).
+    public init(
+        group: UInt64, id: NodeID, bootstrap: Membership?, options: RaftOptions = RaftOptions(),
+        log: WriteAheadLog, sender: any RaftMessageSender, stateMachine: any StateMachine
+    ) async throws {
+        try options.validate()
+        self.group = group
+        self.id = id
+        self.options = options
+        self.log = log
+        self.sender = sender
+        self.stateMachine = stateMachine
+        let recovered: RecoveredState
+        if let state = log.state(of: group), state.lastIndex > 0 || state.hardState != nil {
+            let entries = state.lastIndex >= state.firstIndex
+                ? try log.entries(group: group, in: state.firstIndex..<(state.lastIndex + 1)) : []
+            recovered = RecoveredState(hardState: state.hardState ?? HardState(), snapshot: nil, entries: entries)
+        } else if let bootstrap {
+            recovered = RecoveredState.bootstrap(bootstrap)
+            try await log.append(group: group, entries: recovered.entries, hardState: recovered.hardState)
+        } else {
+            recovered = .empty
+        }
+        node = try RaftNode(config: options.coreConfig(id: id), recovered: recovered)
+    }
+
+    /// Starts ticking. Call once.
+    public func start() async {
+        let interval = options.heartbeatInterval
+        ticker = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                await self?.tick()
+            }
+        }
+        await process()
+    }
+
+    /// Stops ticking and fails every waiting request definitely or indefinitely, as fits.
+    public func stop() {
+        isStopped = true
+        ticker?.cancel()
+        for (_, pending) in pendingApplies { pending.continuation.resume(throwing: RaftError.indefinite(.leadershipLost)) }
+        pendingApplies = [:]
+        for (_, continuation) in pendingReads { continuation.resume(throwing: RaftError.definite(.shuttingDown)) }
+        pendingReads = [:]
+    }
+
+    public func addReplicatorStateListener(_ listener: any ReplicatorStateListener) {
+        replicatorListeners.append(listener)
+    }
+
+    /// Feeds a message from a peer.
+    public func receive(_ message: Message) async {
+        guard !isStopped else { return }
+        node.step(message)
+        await process()
+    }
+
+    func tick() async {
+        guard !isStopped else { return }
+        node.tick()
+        await process()
+    }
+
+    // MARK: - Requests
+
+    /// Replicates `data` and returns the state machine's result for it. Throws `RaftError.definite`
+    /// when it certainly did not happen, `RaftError.indefinite` when it may have.
+    public func apply(_ data: [UInt8]) async throws -> [UInt8] {
+        if isStopped { throw RaftError.definite(.shuttingDown) }
+        if let failure { throw RaftError.indefinite(.stateMachineFailed(failure)) }
+        let index: UInt64
+        do {
+            index = try node.propose(data)
+        } catch {
+            switch error {
+            case .notLeader(let hint): throw RaftError.definite(.notLeader(leaderHint: hint))
+            case .tooLarge(let bytes, let limit): throw RaftError.definite(.tooLarge(bytes: bytes, limit: limit))
+            default: throw RaftError.definite(.rejected(error))
+            }
+        }
+        let term = node.term
+        let timeout = options.applyTimeout
+        Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            await self?.timeOutApply(index: index, after: timeout)
+        }
+        return try await withCheckedThrowingContinuation { continuation in
+            pendingApplies[index] = PendingApply(term: term, continuation: continuation)
+            Task { await self.process() }
+        }
+    }
+
+    /// A linearizable read point on any role: once this returns, the local state machine has applied
+    /// everything that was committed when the call began.
+    public func readIndex() async throws -> UInt64 {
+        if isStopped { throw RaftError.definite(.shuttingDown) }
+        let context = nextReadContext
+        nextReadContext += 1
+        do {
+            try node.readIndex(context: context)
+        } catch {
+            throw RaftError.definite(.rejected(error))
+        }
+        let timeout = options.applyTimeout
+        Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            await self?.timeOutRead(context: context, after: timeout)
+        }
+        return try await withCheckedThrowingContinuation { continuation in
+            pendingReads[context] = continuation
+            Task { await self.process() }
+        }
+    }
+
+    /// Proposes a membership change (joint consensus for more than one voter).
+    public func changeMembership(_ change: ConfigurationChange) async throws {
+        do {
+            _ = try node.proposeConfigurationChange(change)
+        } catch {
+            throw RaftError.definite(.rejected(error))
+        }
+        await process()
+    }
+
+    /// Hands leadership to `peer`.
+    public func transferLeadership(to peer: NodeID) async throws {
+        do {
+            try node.transferLeadership(to: peer)
+        } catch {
+            throw RaftError.definite(.rejected(error))
+        }
+        await process()
+    }
+
+    public var status: RaftStatus { node.status }
+
+    func timeOutApply(index: UInt64, after timeout: Duration) {
+        pendingApplies.removeValue(forKey: index)?.continuation.resume(throwing: RaftError.indefinite(.timedOut(after: timeout)))
+    }
+
+    func timeOutRead(context: UInt64, after timeout: Duration) {
+        // A read has no effect, so a read that timed out is a definite failure.
+        pendingReads.removeValue(forKey: context)?.resume(throwing: RaftError.definite(.rejected(.noLeader)))
+    }
+
+    // MARK: - The Ready loop
+
+    /// Hands every `Ready` to the network, the log and the state machine, in the order the core's
+    /// contract demands. Re-entrant calls return at once: the running loop collects their output.
+    func process() async {
+        guard !isProcessing else { return }
+        isProcessing = true
+        defer { isProcessing = false }
+        while !isStopped, let ready = node.ready() {
+            if !ready.messages.isEmpty { sender.send(ready.messages, group: group) }
+            if !ready.entries.isEmpty || ready.hardState != nil || ready.snapshot != nil {
+                do {
+                    try await log.write([LogWrite(
+                        group: group, snapshot: ready.snapshot?.metadata, entries: ready.entries, hardState: ready.hardState)])
+                } catch {
+                    fail("storage: \(error)")
+                    return
+                }
+            }
+            if !ready.messagesAfterPersist.isEmpty { sender.send(ready.messagesAfterPersist, group: group) }
+            apply(ready.committedEntries)
+            for state in ready.readStates {
+                confirmedReads.append((state.index, state.context))
+            }
+            for event in ready.events { handle(event) }
+            node.advance(ready)
+            serveConfirmedReads()
+        }
+    }
+
+    func apply(_ entries: [Entry]) {
+        guard failure == nil, !entries.isEmpty else { return }
+        let application = entries.compactMap { entry -> CommittedEntry? in
+            guard case .normal(let data) = entry.payload else { return nil }
+            return CommittedEntry(index: entry.index, term: entry.term, data: data)
+        }
+        var results: [UInt64: [UInt8]] = [:]
+        if !application.isEmpty {
+            do {
+                let output = try stateMachine.apply(application)
+                for (entry, result) in zip(application, output) { results[entry.index] = result }
+            } catch {
+                fail("state machine: \(error)")
+                return
+            }
+        }
+        for entry in entries {
+            guard let pending = pendingApplies.removeValue(forKey: entry.index) else { continue }
+            if entry.term == pending.term {
+                pending.continuation.resume(returning: results[entry.index] ?? [])
+            } else {
+                pending.continuation.resume(throwing: RaftError.definite(.overwritten(index: entry.index)))
+            }
+        }
+    }
+
+    func serveConfirmedReads() {
+        let applied = node.appliedIndex
+        confirmedReads.removeAll { read in
+            guard read.index <= applied else { return false }
+            pendingReads.removeValue(forKey: read.context)?.resume(returning: read.index)
+            return true
+        }
+    }
+
+    func handle(_ event: RaftEvent) {
+        switch event {
+        case .roleChanged(.leader, let term):
+            stateMachine.leaderStarted(term: term)
+        case .roleChanged(_, _):
+            break
+        case .leaderChanged(let leader, _) where leader != id:
+            if !pendingApplies.isEmpty && node.currentRole != .leader {
+                // Our entries may still commit under the next leader: we cannot say either way.
+                for (_, pending) in pendingApplies {
+                    pending.continuation.resume(throwing: RaftError.indefinite(.leadershipLost))
+                }
+                pendingApplies = [:]
+                stateMachine.leaderStopped()
+            }
+        case .readsDropped(let contexts):
+            for context in contexts {
+                pendingReads.removeValue(forKey: context)?.resume(throwing: RaftError.definite(.rejected(.notLeader(leaderHint: nil))))
+            }
+        case .replicator(let peer, let replicatorEvent):
+            for listener in replicatorListeners {
+                switch replicatorEvent {
+                case .created: listener.replicatorCreated(peer: peer)
+                case .destroyed: listener.replicatorDestroyed(peer: peer)
+                case .error(let reason): listener.replicatorError(peer: peer, reason)
+                case .stateChanged, .online, .offline: listener.replicatorStateChanged(peer: peer, to: replicatorEvent)
+                }
+            }
+        default:
+            break
+        }
+    }
+
+    func fail(_ reason: String) {
+        failure = reason
+        for (_, pending) in pendingApplies {
+            pending.continuation.resume(throwing: RaftError.indefinite(.stateMachineFailed(reason)))
+        }
+        pendingApplies = [:]
+        stop()
+    }
+}
