@@ -20,24 +20,24 @@ final class LoopbackNetwork: RaftMessageSender {
     }
 }
 
-/// A replicated string map: "key=value" sets, and returns the previous value.
-final class MapStateMachine: StateMachine {
-    let values = Mutex<[String: String]>([:])
+/// Remembers replicator events as "peer event" lines.
+final class RecordingListener: ReplicatorStateListener {
+    private let lines = Mutex<[String]>([])
+    var events: [String] { lines.withLock { $0 } }
 
-    func apply(_ entries: [CommittedEntry]) throws -> [[UInt8]] {
-        entries.map { entry in
-            let text = String(decoding: entry.data, as: UTF8.self)
-            let parts = text.split(separator: "=", maxSplits: 1).map(String.init)
-            guard parts.count == 2 else { return [] }
-            let previous = values.withLock { map in
-                defer { map[parts[0]] = parts[1] }
-                return map[parts[0]]
-            }
-            return Array((previous ?? "").utf8)
+    func replicatorCreated(peer: NodeID) { lines.withLock { $0.append("\(peer) created") } }
+    func replicatorStateChanged(peer: NodeID, to state: ReplicatorEvent) {
+        let name: String
+        switch state {
+        case .online: name = "online"
+        case .offline: name = "offline"
+        case .stateChanged(let replication): name = "\(replication)"
+        default: name = "other"
         }
+        lines.withLock { $0.append("\(peer) \(name)") }
     }
-
-    func value(_ key: String) -> String? { values.withLock { $0[key] } }
+    func replicatorError(peer: NodeID, _ reason: String) { lines.withLock { $0.append("\(peer) error") } }
+    func replicatorDestroyed(peer: NodeID) { lines.withLock { $0.append("\(peer) destroyed") } }
 }
 
 /// Three nodes in one process, each with its own write-ahead log on disk.
@@ -45,7 +45,7 @@ final class LocalCluster: @unchecked Sendable {
     let network = LoopbackNetwork()
     let directory: String
     var groups: [NodeID: RaftGroup] = [:]
-    var machines: [NodeID: MapStateMachine] = [:]
+    var machines: [NodeID: ReplicatedMap] = [:]
     var logs: [NodeID: WriteAheadLog] = [:]
     let membership = Membership(voters: [1, 2, 3])
     var options = RaftOptions()
@@ -60,11 +60,11 @@ final class LocalCluster: @unchecked Sendable {
 
     deinit { try? FileManager.default.removeItem(atPath: directory) }
 
-    func start(_ id: NodeID) async throws {
+    func start(_ id: NodeID, founder: Bool = true) async throws {
         let log = try WriteAheadLog(directory: FilePath("\(directory)/node-\(id)"), options: WriteAheadLogOptions(segmentSize: 1 << 20))
-        let machine = MapStateMachine()
+        let machine = ReplicatedMap()
         let group = try await RaftGroup(
-            group: 1, id: id, bootstrap: membership, options: options, log: log, sender: network, stateMachine: machine)
+            group: 1, id: id, bootstrap: founder ? membership : nil, options: options, log: log, sender: network, stateMachine: machine)
         logs[id] = log
         machines[id] = machine
         groups[id] = group
@@ -106,9 +106,9 @@ final class LocalCluster: @unchecked Sendable {
         let cluster = LocalCluster()
         for id in NodeID(1)...3 { try await cluster.start(id) }
         let leader = try await cluster.leader()
-        #expect(try await leader.apply(Array("x=1".utf8)) == [])
-        #expect(try await leader.apply(Array("x=2".utf8)) == Array("1".utf8))
-        try await cluster.waitUntil { cluster.machines.values.allSatisfy { $0.value("x") == "2" } }
+        #expect(try await leader.apply(ReplicatedMap.Command.put(key: "x", value: "1").encoded) == [])
+        #expect(try await leader.apply(ReplicatedMap.Command.put(key: "x", value: "2").encoded) == Array("1".utf8))
+        try await cluster.waitUntil { cluster.machines.values.allSatisfy { $0.value(of: "x") == "2" } }
         for id in NodeID(1)...3 { await cluster.stop(id) }
     }
 
@@ -116,11 +116,11 @@ final class LocalCluster: @unchecked Sendable {
         let cluster = LocalCluster()
         for id in NodeID(1)...3 { try await cluster.start(id) }
         let leader = try await cluster.leader()
-        _ = try await leader.apply(Array("a=1".utf8))
+        _ = try await leader.apply(ReplicatedMap.Command.put(key: "a", value: "1").encoded)
         let follower = cluster.groups.values.first { $0.id != leader.id }!
         try await cluster.waitUntil { await follower.status.leader == leader.id }
         do {
-            _ = try await follower.apply(Array("a=2".utf8))
+            _ = try await follower.apply(ReplicatedMap.Command.put(key: "a", value: "2").encoded)
             Issue.record("a follower accepted a write")
         } catch RaftError.definite(.notLeader(let hint)) {
             #expect(hint == leader.id)
@@ -134,10 +134,10 @@ final class LocalCluster: @unchecked Sendable {
         let leader = try await cluster.leader()
         let follower = cluster.groups.first { $0.value.id != leader.id }!
         for value in 1...5 {
-            _ = try await leader.apply(Array("k=\(value)".utf8))
+            _ = try await leader.apply(ReplicatedMap.Command.put(key: "k", value: "\(value)").encoded)
             // Every acknowledged write is visible to a read that starts after it, on any node.
             _ = try await follower.value.readIndex()
-            #expect(cluster.machines[follower.key]!.value("k") == "\(value)")
+            #expect(cluster.machines[follower.key]!.value(of: "k") == "\(value)")
         }
         for id in NodeID(1)...3 { await cluster.stop(id) }
     }
@@ -146,18 +146,53 @@ final class LocalCluster: @unchecked Sendable {
         let cluster = LocalCluster()
         for id in NodeID(1)...3 { try await cluster.start(id) }
         let first = try await cluster.leader()
-        for value in 1...10 { _ = try await first.apply(Array("n=\(value)".utf8)) }
+        for value in 1...10 { _ = try await first.apply(ReplicatedMap.Command.put(key: "n", value: "\(value)").encoded) }
         let firstID = first.id
         await cluster.stop(firstID)
         let started = ContinuousClock.now
         let second = try await cluster.leader()
         #expect(second.id != firstID)
         #expect(ContinuousClock.now - started < cluster.options.electionTimeout * 3 + .seconds(1))
-        _ = try await second.apply(Array("n=11".utf8))
+        _ = try await second.apply(ReplicatedMap.Command.put(key: "n", value: "11").encoded)
 
         // The old leader restarts from its own log and catches up.
         try await cluster.start(firstID)
-        try await cluster.waitUntil { cluster.machines[firstID]?.value("n") == "11" }
+        try await cluster.waitUntil { cluster.machines[firstID]?.value(of: "n") == "11" }
+        for id in NodeID(1)...3 { await cluster.stop(id) }
+    }
+
+    @Test func aLearnerJoinsCatchesUpAndServesLinearizableReads() async throws {
+        let cluster = LocalCluster()
+        for id in NodeID(1)...3 { try await cluster.start(id) }
+        let leader = try await cluster.leader()
+        for value in 1...5 { _ = try await leader.apply(ReplicatedMap.Command.put(key: "l", value: "\(value)").encoded) }
+        try await cluster.start(4, founder: false)
+        try await leader.changeMembership(ConfigurationChange([.addLearner(4)]))
+        let learner = cluster.groups[4]!
+        // Until it hears from the leader, a new learner refuses reads definitely ("no leader").
+        try await cluster.waitUntil { await learner.status.leader == leader.id }
+        for value in 6...10 {
+            _ = try await leader.apply(ReplicatedMap.Command.put(key: "l", value: "\(value)").encoded)
+            _ = try await learner.readIndex()
+            #expect(cluster.machines[4]!.value(of: "l") == "\(value)")
+        }
+        #expect(await learner.status.membership.isLearner(4))
+        for id in NodeID(1)...4 { await cluster.stop(id) }
+    }
+
+    @Test func theReplicatorListenerSeesAFollowerGoOfflineAndComeBack() async throws {
+        let cluster = LocalCluster()
+        for id in NodeID(1)...3 { try await cluster.start(id) }
+        let leader = try await cluster.leader()
+        let events = RecordingListener()
+        await leader.addReplicatorStateListener(events)
+        let follower = [NodeID(1), 2, 3].first { $0 != leader.id }!
+        await cluster.stop(follower)
+        try await cluster.waitUntil { events.events.contains("\(follower) offline") }
+        try await cluster.start(follower)
+        try await cluster.waitUntil { events.events.contains("\(follower) online") }
+        let forFollower = events.events.filter { $0.hasPrefix("\(follower) ") }
+        #expect(forFollower.firstIndex(of: "\(follower) offline")! < forFollower.lastIndex(of: "\(follower) online")!)
         for id in NodeID(1)...3 { await cluster.stop(id) }
     }
 
