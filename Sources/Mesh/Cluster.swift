@@ -112,7 +112,8 @@ public final class Cluster: Sendable {
             let bootstrap = ClientBootstrap(group: loop)
                 .connectTimeout(TimeAmount(config.connectTimeout))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                .channelOption(.autoRead, value: !http ? false : true)
+                .channelOption(.autoRead, value: http)
+                .channelOption(.allowRemoteHalfClosure, value: !http)
                 .channelInitializer { channel in
                     guard http else { return channel.eventLoop.makeSucceededVoidFuture() }
                     return channel.eventLoop.makeCompletedFuture {

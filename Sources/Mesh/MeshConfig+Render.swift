@@ -2,11 +2,11 @@ extension MeshConfig {
     /// The effective configuration, defaults filled in, in the same YAML format the file uses.
     public var yamlDescription: String {
         var out: [String] = []
-        if let admin { out += ["admin:", "  address: \(admin)"] }
+        if let admin { out += ["admin:", "  address: \(quoted(admin.description))"] }
         out.append("listeners:")
         for listener in listeners {
             out += [
-                "  - name: \(quoted(listener.name))", "    address: \(listener.address)", "    protocol: \(listener.proto.rawValue)",
+                "  - name: \(quoted(listener.name))", "    address: \(quoted(listener.address.description))", "    protocol: \(listener.proto.rawValue)",
                 "    idle_timeout: \(render(listener.idleTimeout))", "    request_timeout: \(render(listener.requestTimeout))",
             ]
             if let cluster = listener.cluster { out.append("    cluster: \(quoted(cluster))") }
@@ -30,7 +30,7 @@ extension MeshConfig {
         out.append("clusters:")
         for cluster in clusters {
             out += [
-                "  - name: \(quoted(cluster.name))", "    endpoints: [\(cluster.endpoints.map { "\($0)" }.joined(separator: ", "))]",
+                "  - name: \(quoted(cluster.name))", "    endpoints: [\(cluster.endpoints.map { quoted($0.description) }.joined(separator: ", "))]",
                 "    load_balancing: \(cluster.loadBalancing.rawValue)", "    connect_timeout: \(render(cluster.connectTimeout))",
                 "    max_connections: \(cluster.maxConnections)", "    max_pending_requests: \(cluster.maxPendingRequests)",
                 "    retries: \(cluster.retries)", "    max_idle_connections_per_endpoint: \(cluster.maxIdleConnectionsPerEndpoint)",

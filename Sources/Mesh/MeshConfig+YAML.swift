@@ -167,16 +167,10 @@ private struct ConfigReader {
                 if items.isEmpty { fail(node, "listeners", "needs at least one listener") }
                 for (index, item) in items.enumerated() {
                     let field = "listeners[\(index)]"
+                    checkClusterReferences(item, field, known: clusterLines)
                     guard let listener = readListener(item, field) else { continue }
                     if !listenerNames.insert(listener.name).inserted {
                         fail(item, "\(field).name", "duplicate listener name '\(listener.name)'")
-                    }
-                    if let cluster = listener.cluster, clusterLines[cluster] == nil {
-                        fail(item.mapping?["cluster"] ?? item, "\(field).cluster", "no cluster named '\(cluster)'")
-                    }
-                    for (routeIndex, route) in listener.routes.enumerated() where clusterLines[route.cluster] == nil {
-                        let routeNode = item.mapping?["routes"]?.sequence?[routeIndex]
-                        fail(routeNode?.mapping?["cluster"] ?? item, "\(field).routes[\(routeIndex)].cluster", "no cluster named '\(route.cluster)'")
                     }
                     listeners.append(listener)
                 }
@@ -187,6 +181,19 @@ private struct ConfigReader {
             fail(root, "listeners", "is required")
         }
         return MeshConfig(admin: admin, listeners: listeners, clusters: clusters)
+    }
+
+    /// Checks that every cluster a listener names exists, even when other fields of the listener are broken.
+    mutating func checkClusterReferences(_ node: Node, _ field: String, known: [String: Int]) {
+        guard let map = node.mapping else { return }
+        if let clusterNode = map["cluster"], let name = clusterNode.string, known[name] == nil {
+            fail(clusterNode, "\(field).cluster", "no cluster named '\(name)'")
+        }
+        for (index, route) in (map["routes"]?.sequence ?? []).enumerated() {
+            if let clusterNode = route.mapping?["cluster"], let name = clusterNode.string, known[name] == nil {
+                fail(clusterNode, "\(field).routes[\(index)].cluster", "no cluster named '\(name)'")
+            }
+        }
     }
 
     mutating func readListener(_ node: Node, _ field: String) -> ListenerConfig? {
@@ -201,13 +208,10 @@ private struct ConfigReader {
         } else {
             fail(node, path(field, "address"), "is required")
         }
-        var proto = ListenerProtocol.http
+        var proto: ListenerProtocol? = .http
         if let text = string(map, "protocol", field) {
-            if let parsed = ListenerProtocol(rawValue: text) {
-                proto = parsed
-            } else {
-                fail(map["protocol"], path(field, "protocol"), "must be one of tcp, http")
-            }
+            proto = ListenerProtocol(rawValue: text)
+            if proto == nil { fail(map["protocol"], path(field, "protocol"), "must be one of tcp, http") }
         }
         let cluster = string(map, "cluster", field)
         var routes: [RouteConfig] = []
@@ -227,6 +231,8 @@ private struct ConfigReader {
         case .http:
             if cluster != nil { fail(map["cluster"], path(field, "cluster"), "an http listener routes with routes, not cluster") }
             if routes.isEmpty && map["routes"] == nil { fail(node, path(field, "routes"), "an http listener needs routes") }
+        case nil:
+            break
         }
         var limits = HTTPLimits()
         if let limitsNode = map["limits"] {
@@ -241,7 +247,7 @@ private struct ConfigReader {
         }
         let idle = duration(map, "idle_timeout", field, default: .seconds(60))
         let request = duration(map, "request_timeout", field, default: .seconds(30))
-        guard let name, let addressSpec else { return nil }
+        guard let name, let addressSpec, let proto else { return nil }
         return ListenerConfig(
             name: name, address: addressSpec, proto: proto, cluster: cluster, routes: routes,
             idleTimeout: idle, requestTimeout: request, limits: limits

@@ -243,14 +243,15 @@ public final class MeshProxy: Sendable {
             switch result {
             case .success(let lease):
                 lease.channel.closeFuture.whenComplete { _ in cluster.release(lease, reusable: false, success: true, isHTTP: false) }
+                // The client may not even be registered yet (the accept hops loops), so test for a close, not for activity.
+                guard tunnel.machine.phase == .connecting else {
+                    lease.channel.close(promise: nil)
+                    return
+                }
                 do {
                     let upstream = TunnelHandler(side: .upstream, tunnel: tunnel)
-                    tunnel.upstream = upstream
                     try lease.channel.pipeline.syncOperations.addHandler(upstream)
-                    if !channel.isActive {
-                        lease.channel.close(promise: nil)
-                        return
-                    }
+                    tunnel.upstream = upstream
                     tunnel.upstreamConnected()
                 } catch {
                     lease.channel.close(promise: nil)

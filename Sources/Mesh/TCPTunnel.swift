@@ -6,7 +6,8 @@ final class TCPTunnel {
     private(set) var machine: TCPTunnelStateMachine
     var client: TunnelHandler?
     var upstream: TunnelHandler?
-    var onClose: (() -> Void)?
+    /// Client bytes read before the upstream connected (at most one read: further reads are held).
+    var earlyBytes: [ByteBuffer] = []
 
     init(machine: TCPTunnelStateMachine = TCPTunnelStateMachine()) {
         self.machine = machine
@@ -22,25 +23,28 @@ final class TCPTunnel {
         var pendingShutdown: EventLoopFuture<Void>?
         for action in actions {
             switch action {
+            case .forwardEarlyBytes:
+                for buffer in earlyBytes { upstream?.write(buffer) }
+                earlyBytes = []
+                upstream?.flush()
             case .startReading:
                 client?.startReading()
                 upstream?.startReading()
             case .shutdownOutput(let side):
                 pendingShutdown = handler(side)?.shutdownOutputAfterFlush()
             case .closeBoth:
-                let client = client?.channel
-                let upstream = upstream?.channel
-                let closeBoth: @Sendable () -> Void = {
-                    client?.close(promise: nil)
-                    upstream?.close(promise: nil)
+                let client = client
+                let upstream = upstream
+                let flushAndClose = {
+                    client?.flushThenClose()
+                    upstream?.flushThenClose()
                 }
                 if let pendingShutdown {
-                    pendingShutdown.whenComplete { _ in closeBoth() }
+                    let bound = NIOLoopBound(flushAndClose, eventLoop: pendingShutdown.eventLoop)
+                    pendingShutdown.whenComplete { _ in bound.value() }
                 } else {
-                    closeBoth()
+                    flushAndClose()
                 }
-                onClose?()
-                onClose = nil
             }
         }
     }
@@ -76,7 +80,11 @@ final class TunnelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        tunnel.partner(of: side)?.write(unwrapInboundIn(data))
+        if let partner = tunnel.partner(of: side) {
+            partner.write(unwrapInboundIn(data))
+        } else if tunnel.machine.phase == .connecting {
+            tunnel.earlyBytes.append(unwrapInboundIn(data))
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -92,7 +100,12 @@ final class TunnelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if case ChannelEvent.inputClosed = event {
             tunnel.inputClosed(side)
         } else if event is IdleStateHandler.IdleStateEvent {
-            tunnel.idleTimeout()
+            if tunnel.machine.phase == .closed {
+                // The tunnel ended but a flush toward a peer that stopped reading never completed.
+                context.close(promise: nil)
+            } else {
+                tunnel.idleTimeout()
+            }
         }
         context.fireUserInboundEventTriggered(event)
     }
@@ -108,7 +121,8 @@ final class TunnelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if let partner = tunnel.partner(of: side)?.channel, !partner.isWritable {
+        let partner = tunnel.partner(of: side)?.channel
+        if tunnel.machine.phase == .connecting || partner?.isWritable == false {
             pendingRead = true
         } else {
             context.read()
@@ -132,6 +146,17 @@ final class TunnelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func startReading() {
         guard let context else { return }
         context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
+        resumeReading()
+    }
+
+    /// Closes once everything written so far is on the wire: bytes read from the other side just before it
+    /// closed are delivered, not dropped.
+    func flushThenClose() {
+        guard let context else { return }
+        let channel = context.channel
+        let flushed = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0)), promise: flushed)
+        flushed.futureResult.whenComplete { _ in channel.close(promise: nil) }
     }
 
     /// Shuts the write half down once everything written so far is on the wire.

@@ -13,7 +13,7 @@ public struct TCPTunnelStateMachine: Sendable, Equatable {
 
     /// Where the tunnel is in its life.
     public enum Phase: String, Sendable, Equatable {
-        /// Accepted; the upstream is being dialled and the client is not read yet, so nothing is buffered.
+        /// Accepted; the upstream is being dialled. Client reads are held, so at most one read's bytes wait.
         case connecting
         /// Bytes flow; one direction may already be closed.
         case open
@@ -22,6 +22,8 @@ public struct TCPTunnelStateMachine: Sendable, Equatable {
 
     /// What the shell must do.
     public enum Action: Sendable, Equatable {
+        /// Write the client bytes that arrived while connecting to the upstream.
+        case forwardEarlyBytes
         /// Start reading both sides.
         case startReading
         /// Flush what was written to `side`, then shut down its write half.
@@ -44,10 +46,11 @@ public struct TCPTunnelStateMachine: Sendable, Equatable {
         isUpstreamInputOpen = upstreamOpen
     }
 
+    /// The upstream is connected: send what the client already sent, pass on an early EOF, and start reading.
     public mutating func upstreamConnected() -> [Action] {
         guard phase == .connecting else { return [] }
         phase = .open
-        return [.startReading]
+        return isClientInputOpen ? [.forwardEarlyBytes, .startReading] : [.forwardEarlyBytes, .shutdownOutput(.upstream), .startReading]
     }
 
     public mutating func upstreamConnectFailed() -> [Action] {
@@ -56,6 +59,10 @@ public struct TCPTunnelStateMachine: Sendable, Equatable {
 
     /// `side` sent EOF: pass it on as a write shutdown toward the other side.
     public mutating func inputClosed(_ side: Side) -> [Action] {
+        if phase == .connecting && side == .client {
+            isClientInputOpen = false
+            return []
+        }
         guard phase == .open else { return phase == .closed ? [] : close() }
         switch side {
         case .client: isClientInputOpen = false

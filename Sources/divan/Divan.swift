@@ -6,6 +6,6 @@ struct Divan: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "divan",
         abstract: "Divan: a Raft-replicated KV store and a hot-upgradable sidecar proxy.",
-        subcommands: []
+        subcommands: [MeshCommand.self]
     )
 }
