@@ -75,15 +75,21 @@ public final class MeshProxy: Sendable {
     /// `preRead` holds bytes the old process read but did not process (the start of the next request).
     public func adoptHTTPConnection(listener name: String, descriptor: CInt, preRead: ByteBuffer) async throws {
         guard let listener = listenerContexts[name], listener.config.proto == .http else { throw MeshError.unknownListener(name) }
+        // Nothing is read from the socket until the pre-read bytes went through the decoder, so the order holds.
         let channel = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.autoRead, value: false)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try self.configureHTTP(channel, listener: listener) }
             }
             .withConnectedSocket(descriptor).get()
-        if preRead.readableBytes > 0 {
-            try await channel.eventLoop.submit { channel.pipeline.syncOperations.fireChannelRead(NIOAny(preRead)) }.get()
-        }
+        try await channel.eventLoop.flatSubmit {
+            if preRead.readableBytes > 0 {
+                channel.pipeline.syncOperations.fireChannelRead(NIOAny(preRead))
+                channel.pipeline.syncOperations.fireChannelReadComplete()
+            }
+            return channel.setOption(.autoRead, value: true)
+        }.get()
     }
 
     /// Rebuilds a TCP tunnel from its two connected sockets, with the bytes still owed in each direction.

@@ -173,7 +173,7 @@ import Testing
 @Suite struct TCPTunnelStateMachineTests {
     @Test func halfCloseFromEitherSideThenBoth() {
         var m = TCPTunnelStateMachine()
-        #expect(m.upstreamConnected() == [.startReading])
+        #expect(m.upstreamConnected() == [.forwardEarlyBytes, .startReading])
         #expect(m.inputClosed(.client) == [.shutdownOutput(.upstream)])
         #expect(m.phase == .open)
         #expect(m.inputClosed(.upstream) == [.shutdownOutput(.client), .closeBoth])
@@ -183,6 +183,13 @@ import Testing
         _ = reverse.upstreamConnected()
         #expect(reverse.inputClosed(.upstream) == [.shutdownOutput(.client)])
         #expect(reverse.isClientInputOpen && !reverse.isUpstreamInputOpen)
+    }
+
+    @Test func clientEOFWhileConnectingIsPassedOnOnceConnected() {
+        var m = TCPTunnelStateMachine()
+        #expect(m.inputClosed(.client).isEmpty)
+        #expect(m.upstreamConnected() == [.forwardEarlyBytes, .shutdownOutput(.upstream), .startReading])
+        #expect(m.inputClosed(.upstream) == [.shutdownOutput(.client), .closeBoth])
     }
 
     @Test func failuresCloseOnce() {
