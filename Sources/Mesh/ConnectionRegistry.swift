@@ -34,8 +34,10 @@ final class ConnectionRegistry: Sendable {
         let phase = try? await channel.eventLoop.submit { () -> String in
             switch entry.kind {
             case .http:
-                let handler = try? channel.pipeline.syncOperations.handler(type: HTTPProxyHandler.self)
-                return handler?.machine.phase.rawValue ?? "closing"
+                let sync = channel.pipeline.syncOperations
+                if let handler = try? sync.handler(type: HTTPProxyHandler.self) { return handler.machine.phase.rawValue }
+                if (try? sync.handler(type: ProtocolSniffer.self)) != nil { return "idle" }
+                return channel.isActive ? "http2" : "closing"
             case .tcp:
                 let handler = try? channel.pipeline.syncOperations.handler(type: TunnelHandler.self)
                 return handler?.tunnel.machine.phase.rawValue ?? "closed"

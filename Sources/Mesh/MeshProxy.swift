@@ -2,6 +2,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 
 /// A running Divan Mesh: its listeners, clusters, health checks and admin endpoint.
@@ -206,7 +207,23 @@ public final class MeshProxy: Sendable {
     }
 
     /// Builds an HTTP client connection's pipeline; the same for accepted and adopted sockets.
+    ///
+    /// The first bytes pick the protocol: the HTTP/2 preface (h2c with prior knowledge) or HTTP/1.1.
     func configureHTTP(_ channel: Channel, listener: ListenerContext) throws {
+        let sniffer = ProtocolSniffer { channel, choice in
+            switch choice {
+            case .http1: try Self.configureHTTP1(channel, listener: listener)
+            case .http2: try Self.configureHTTP2(channel, listener: listener)
+            }
+        }
+        try channel.pipeline.syncOperations.addHandler(sniffer)
+        connections.add(channel, listener: listener.config.name, kind: .http)
+        listener.metrics?.connectionsTotal.increment()
+        listener.metrics?.activeConnections.increment()
+        channel.closeFuture.whenComplete { _ in listener.metrics?.activeConnections.decrement() }
+    }
+
+    static func configureHTTP1(_ channel: Channel, listener: ListenerContext) throws {
         let sync = channel.pipeline.syncOperations
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderListSize = listener.config.limits.maxHeaderBytes
@@ -217,12 +234,24 @@ public final class MeshProxy: Sendable {
             ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)),
             name: HTTPPipelineNames.decoder)
         try sync.addHandler(HTTPServerPipelineHandler())
-        let handler = HTTPProxyHandler(listener: listener)
-        try sync.addHandler(handler, name: HTTPPipelineNames.proxy)
-        connections.add(channel, listener: listener.config.name, kind: .http)
-        listener.metrics?.connectionsTotal.increment()
-        listener.metrics?.activeConnections.increment()
-        channel.closeFuture.whenComplete { _ in listener.metrics?.activeConnections.decrement() }
+        try sync.addHandler(HTTPProxyHandler(listener: listener), name: HTTPPipelineNames.proxy)
+    }
+
+    /// HTTP/2 toward the client: each stream gets its own `HTTPProxyHandler`, speaking HTTP/1.1 upstream.
+    static func configureHTTP2(_ channel: Channel, listener: ListenerContext) throws {
+        var connection = NIOHTTP2Handler.ConnectionConfiguration()
+        connection.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: 256),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: listener.config.limits.maxHeaderBytes),
+        ]
+        _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+            mode: .server, connectionConfiguration: connection, streamConfiguration: .init()
+        ) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+                try stream.pipeline.syncOperations.addHandler(HTTPProxyHandler(listener: listener))
+            }
+        }
     }
 
     /// Builds a TCP listener's client pipeline and, for a new connection, dials the upstream before reading anything.

@@ -210,3 +210,44 @@ func httpConfig(
         await proxy.stop()
     }
 }
+
+/// HTTP/2 with prior knowledge (h2c) toward clients, proxied to the HTTP/1.1 upstream, on the same listener.
+@Suite(.serialized) struct HTTP2IntegrationTests {
+    @Test func curlStreamsBodiesByteExactOverHTTP2() async throws {
+        let upstream = try await ChildProcess(script: "upstream.py")
+        defer { upstream.stop() }
+        let proxy = try await RunningProxy(yaml: httpConfig(upstreams: [upstream.port]))
+        let file = upstream.directory.appendingPathComponent("h2-download")
+        let download = try await curl(["--http2-prior-knowledge", "-o", file.path, "-w", "%{http_version} %{http_code}", proxy.url("web", "/chunked/5000000")])
+        #expect(download.stdout == "2 200")
+        #expect(try Data(contentsOf: file) == Data(upstreamPattern(5_000_000)))
+        let upload = upstream.directory.appendingPathComponent("h2-upload")
+        try Data((0..<3_000_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }).write(to: upload)
+        let sha = try await run(["sha256sum", upload.path]).stdout.prefix(64)
+        let echoed = try await curl(["--http2-prior-knowledge", "-D", "-", "-o", "/dev/null", "--data-binary", "@\(upload.path)", proxy.url("web", "/echo")])
+        #expect(echoed.stdout.contains("HTTP/2 200"))
+        #expect(echoed.stdout.contains("x-body-sha256: \(sha)"))
+        await proxy.stop()
+    }
+
+    @Test func h2loadManyConcurrentStreamsAllSucceed() async throws {
+        let upstream = try await ChildProcess(script: "upstream.py")
+        defer { upstream.stop() }
+        let proxy = try await RunningProxy(yaml: httpConfig(upstreams: [upstream.port]))
+        let result = try await run(["h2load", "-n", "200", "-c", "2", "-m", "20", proxy.url("web", "/bytes/1024")])
+        await proxy.stop()
+        #expect(result.stdout.contains("requests: 200 total, 200 started, 200 done, 200 succeeded, 0 failed"), "\(result.stdout)")
+        #expect(result.stdout.contains("status codes: 200 2xx"), "\(result.stdout)")
+    }
+
+    @Test func http1StillWorksNextToHTTP2() async throws {
+        let upstream = try await ChildProcess(script: "upstream.py", arguments: ["both"])
+        defer { upstream.stop() }
+        let proxy = try await RunningProxy(yaml: httpConfig(upstreams: [upstream.port]))
+        async let h1 = curl(["--http1.1", "-w", " %{http_version}", proxy.url("web", "/")])
+        async let h2 = curl(["--http2-prior-knowledge", "-w", " %{http_version}", proxy.url("web", "/")])
+        #expect(try await h1.stdout == "both\n 1.1")
+        #expect(try await h2.stdout == "both\n 2")
+        await proxy.stop()
+    }
+}
