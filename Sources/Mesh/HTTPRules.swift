@@ -28,14 +28,12 @@ public enum HTTPRules {
 
     /// Removes hop-by-hop headers, including every header named in `Connection`.
     public static func removeHopByHop(_ headers: inout HTTPHeaders) {
-        var named: Set<String> = []
         for value in headers["connection"] {
             for token in value.split(separator: ",") {
-                named.insert(token.trimmingSpaces().lowercased())
+                headers.remove(name: String(token.trimmingSpaces()))
             }
         }
-        headers.remove(name: "connection")
-        for name in hopByHop.union(named) {
+        for name in hopByHop where headers.contains(name: name) {
             headers.remove(name: name)
         }
     }

@@ -232,9 +232,9 @@ public final class MeshProxy: Sendable {
         try sync.addHandler(HTTPResponseEncoder())
         try sync.addHandler(
             ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)),
-            name: HTTPPipelineNames.decoder)
+            name: MeshPipelineNames.decoder)
         try sync.addHandler(HTTPServerPipelineHandler())
-        try sync.addHandler(HTTPProxyHandler(listener: listener), name: HTTPPipelineNames.proxy)
+        try sync.addHandler(HTTPProxyHandler(listener: listener), name: MeshPipelineNames.proxy)
     }
 
     /// HTTP/2 toward the client: each stream gets its own `HTTPProxyHandler`, speaking HTTP/1.1 upstream.
@@ -261,7 +261,7 @@ public final class MeshProxy: Sendable {
         tunnel.client = handler
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(IdleStateHandler(allTimeout: TimeAmount(listener.config.idleTimeout)))
-        try sync.addHandler(handler, name: HTTPPipelineNames.tunnel)
+        try sync.addHandler(handler, name: MeshPipelineNames.tunnel)
         connections.add(channel, listener: listener.config.name, kind: .tcp)
         listener.metrics?.connectionsTotal.increment()
         listener.metrics?.activeConnections.increment()
@@ -322,8 +322,8 @@ public enum MeshError: Error, Sendable {
     case unknownListener(String)
 }
 
-/// Names of the handlers in a client pipeline, so a handover can find and remove them.
-public enum HTTPPipelineNames {
+/// Names of the handlers in client pipelines, so a handover can find and remove them.
+public enum MeshPipelineNames {
     public static let decoder = "mesh.http.decoder"
     public static let proxy = "mesh.http.proxy"
     public static let tunnel = "mesh.tcp.tunnel"
