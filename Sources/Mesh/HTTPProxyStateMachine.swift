@@ -47,16 +47,12 @@ public struct HTTPProxyStateMachine: Sendable {
         case resumeClientReads
     }
 
-    /// Why an upstream could not serve the request.
+    /// Why no upstream connection could be had; both answer 503 (a dead upstream is 502, a timeout 504).
     public enum UpstreamFailure: Sendable, Equatable {
-        /// No endpoint available or every connect attempt failed: 503.
+        /// No endpoint available or every connect attempt failed.
         case unavailable
-        /// Cluster limits reached: 503.
+        /// Cluster limits reached.
         case overloaded
-        /// The upstream closed or sent garbage before the response head: 502.
-        case badResponse
-        /// The request timeout fired before the response head: 504.
-        case timeout
     }
 
     struct Exchange: Sendable {
@@ -153,14 +149,8 @@ public struct HTTPProxyStateMachine: Sendable {
     }
 
     public mutating func upstreamFailed(_ failure: UpstreamFailure) -> [Action] {
-        guard phase == .waitingForUpstream || phase == .proxying else { return [] }
-        let status: HTTPResponseStatus
-        switch failure {
-        case .unavailable, .overloaded: status = .serviceUnavailable
-        case .badResponse: status = .badGateway
-        case .timeout: status = .gatewayTimeout
-        }
-        return failRequest(status: status)
+        guard phase == .waitingForUpstream else { return [] }
+        return failRequest(status: .serviceUnavailable)
     }
 
     public mutating func responseHead(_ head: HTTPResponseHead) -> [Action] {

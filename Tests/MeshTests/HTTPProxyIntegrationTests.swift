@@ -39,6 +39,19 @@ func httpConfig(
         #expect(result.stderr.contains("< x-echo-x-forwarded-for: 127.0.0.1"))
     }
 
+    @Test func wrkLoadThroughThePoolHasNoErrors() async throws {
+        let upstream = try await ChildProcess(script: "upstream.py")
+        defer { upstream.stop() }
+        let proxy = try await RunningProxy(yaml: httpConfig(upstreams: [upstream.port], clusterExtra: "    max_idle_connections_per_endpoint: 4"))
+        let result = try await run(["wrk", "-t1", "-c8", "-d2s", proxy.url("web", "/bytes/512")])
+        await proxy.stop()
+        let requests = result.stdout.split(whereSeparator: \.isNewline).first { $0.contains("requests in") }
+        let count = Int(requests?.split(separator: " ").first ?? "") ?? 0
+        #expect(count > 50, "\(result.stdout)")
+        #expect(!result.stdout.contains("Non-2xx"), "\(result.stdout)")
+        #expect(!result.stdout.contains("Socket errors"), "\(result.stdout)")
+    }
+
     @Test func largeBodiesStreamByteExactBothWays() async throws {
         let upstream = try await ChildProcess(script: "upstream.py")
         let proxy = try await RunningProxy(yaml: httpConfig(upstreams: [upstream.port]))

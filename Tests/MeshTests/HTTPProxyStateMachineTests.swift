@@ -110,17 +110,19 @@ import Testing
         #expect(m.requestBody(ByteBuffer(string: "abc")) == [.forwardBody(ByteBuffer(string: "abc"))])
     }
 
-    @Test(arguments: [
-        (HTTPProxyStateMachine.UpstreamFailure.unavailable, HTTPResponseStatus.serviceUnavailable),
-        (.overloaded, .serviceUnavailable),
-        (.badResponse, .badGateway),
-        (.timeout, .gatewayTimeout),
-    ])
-    func upstreamFailuresBeforeTheResponseMapToStatus(failure: HTTPProxyStateMachine.UpstreamFailure, status: HTTPResponseStatus) {
+    @Test(arguments: [HTTPProxyStateMachine.UpstreamFailure.unavailable, .overloaded])
+    func noUpstreamIs503(failure: HTTPProxyStateMachine.UpstreamFailure) {
         var m = machine()
         _ = m.requestHead(request(), clientIP: nil)
-        #expect(m.upstreamFailed(failure) == [.respondAndClose(status)])
+        #expect(m.upstreamFailed(failure) == [.respondAndClose(.serviceUnavailable)])
         #expect(m.phase == .closing)
+    }
+
+    @Test func upstreamClosingBeforeTheResponseHeadIs502() {
+        var m = machine()
+        _ = m.requestHead(request(), clientIP: nil)
+        _ = m.upstreamAcquired(head: request())
+        #expect(m.upstreamClosed() == [.respondAndClose(.badGateway)])
     }
 
     @Test func upstreamDyingMidResponseCutsTheClient() {
