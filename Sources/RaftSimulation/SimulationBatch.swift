@@ -1,3 +1,4 @@
+import Dispatch
 import RaftCore
 
 /// Runs many seeds in parallel and adds up what they found.
@@ -20,7 +21,7 @@ public struct SimulationBatch: Sendable {
         }
     }
 
-    /// Runs every option set on `workers` concurrent tasks; `onReport` sees each report as it ends.
+    /// Runs every option set on `workers` threads; `onReport` sees each report as it ends.
     public static func run(
         _ options: [SimulationOptions], workers: Int, onReport: @Sendable (SimulationReport) -> Void = { _ in }
     ) async -> SimulationBatch {
@@ -29,17 +30,25 @@ public struct SimulationBatch: Sendable {
             var pending = options[...]
             for _ in 0..<min(workers, options.count) {
                 let next = pending.removeFirst()
-                group.addTask { Simulation.run(next) }
+                group.addTask { await runOffThePool(next) }
             }
             for await report in group {
                 onReport(report)
                 batch.add(report)
                 if let next = pending.popFirst() {
-                    group.addTask { Simulation.run(next) }
+                    group.addTask { await runOffThePool(next) }
                 }
             }
         }
         return batch
+    }
+
+    /// Runs one simulation on a Dispatch thread: seconds of CPU-bound work must not occupy the
+    /// cooperative pool, whose few threads everything async in the process shares.
+    public static func runOffThePool(_ options: SimulationOptions) async -> SimulationReport {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: Simulation.run(options)) }
+        }
     }
 
     public func description(seconds: Double) -> String {

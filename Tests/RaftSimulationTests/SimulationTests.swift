@@ -41,7 +41,7 @@ import Testing
                 SimulationOptions(seed: $0, steps: steps, voters: voters, injectedBug: bug)
             }
             let reports = await withTaskGroup(of: SimulationReport.self) { group in
-                for option in options { group.addTask { Simulation.run(option) } }
+                for option in options { group.addTask { await SimulationBatch.runOffThePool(option) } }
                 return await group.reduce(into: []) { $0.append($1) }
             }
             if let failed = reports.filter({ !$0.passed }).min(by: { $0.options.seed < $1.options.seed }) {
