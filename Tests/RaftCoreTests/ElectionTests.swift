@@ -22,8 +22,11 @@ struct ElectionTests {
     @Test func aNewLeaderSendsItsFirstEntryWithoutWaitingForAHeartbeat() {
         var cluster = Cluster(voters: [1, 2, 3])
 
-        cluster.electLeader(1)
+        cluster[1].campaign()
+        cluster.process(1)
+        cluster.deliverAll()
 
+        #expect(cluster[1].isLeader)
         withKnownIssue("becomeLeader appends the empty entry but does not broadcast it; it leaves with the next heartbeat") {
             #expect(cluster[2].leader == 1)
             #expect(cluster[1].commitIndex == 2)
@@ -87,10 +90,11 @@ struct ElectionTests {
         cluster.electLeader(1)
 
         cluster.isolate(1)
-        let ticks = cluster.tickAll(until: { cluster in cluster.leaders.contains { $0 != 1 } }, limit: 60)
+        // Two leaders of different terms may overlap until check-quorum deposes the old one.
+        let ticks = cluster.tickAll(until: { $0.leaders.count == 1 && $0.leaders != [1] }, limit: 60)
 
         #expect(ticks != nil)
-        #expect(!cluster[1].isLeader)
+        #expect(cluster[cluster.leaders[0]].term > cluster[1].term)
     }
 
     @Test func aFollowerThatHeardFromItsLeaderIgnoresVotesUnlessATransferAsks() {
