@@ -191,14 +191,19 @@ struct Cluster {
             deliver(message)
             delivered += 1
             if delivered > 100_000 {
-                Issue.record("the cluster never stops sending messages")
+                Issue.record("the cluster never stops sending messages; the last: \(inFlight.suffix(6))")
                 return
             }
         }
     }
 
-    /// Drops every message in flight.
-    mutating func dropInFlight() { inFlight = [] }
+    /// Delivers at most `count` messages in order; the network loses the rest.
+    mutating func deliver(atMost count: Int) {
+        for _ in 0..<count where !inFlight.isEmpty {
+            deliver(inFlight.removeFirst())
+        }
+        inFlight = []
+    }
 
     /// Hands one message to its addressee, as a transport would, and reports snapshot transfers back.
     mutating func deliver(_ message: Message) {
@@ -213,10 +218,12 @@ struct Cluster {
         }
     }
 
-    /// Injects a message as if it came from the network, bypassing the queue.
-    mutating func step(_ message: Message) {
-        self[message.to].step(message)
-        process(message.to)
+    /// Injects a message as if it came from the network, bypassing the queue. `node` defaults to the
+    /// addressee; naming another node hands it a message that was not meant for it.
+    mutating func step(_ message: Message, into node: NodeID? = nil) {
+        let id = node ?? message.to
+        self[id].step(message)
+        process(id)
     }
 
     // MARK: - Handling Ready
