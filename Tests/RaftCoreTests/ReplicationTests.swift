@@ -21,6 +21,22 @@ struct ReplicationTests {
         #expect(cluster.sent.allSatisfy { $0.payload.appendedEntries.count <= 8 })
     }
 
+    @Test func committedEntriesSurviveARestartOfEveryNode() throws {
+        var cluster = Cluster(voters: [1, 2, 3])
+        cluster.electLeader(1)
+        for n in 0..<3 { try cluster.propose("w\(n)", on: 1) }
+
+        for id: NodeID in [1, 2, 3] { cluster.crash(id) }
+        for id: NodeID in [1, 2, 3] { cluster.restart(id) }
+        #expect(cluster.tickAll(until: { $0.leaders.count == 1 }, limit: 60) != nil)
+        try cluster.propose("after the restart", on: cluster.leaders[0])
+        cluster.tickAll()
+
+        for id: NodeID in [1, 2, 3] {
+            #expect(cluster.appliedData(id) == ["w0", "w1", "w2", "after the restart"])
+        }
+    }
+
     @Test func aConflictingSuffixIsReplacedWithFewRoundTrips() throws {
         var cluster = Cluster(voters: [1, 2, 3])
         cluster.electLeader(1)

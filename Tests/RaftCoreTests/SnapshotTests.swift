@@ -37,6 +37,25 @@ struct SnapshotTests {
         #expect(cluster.appliedData(3) == ["after the snapshot"])
     }
 
+    @Test func aNodeJoiningAfterCompactionStartsFromTheSnapshot() throws {
+        var cluster = Cluster(voters: [1, 2, 3])
+        cluster.electLeader(1)
+        for n in 0..<3 { try cluster.propose("w\(n)", on: 1) }
+        let isCompacted = cluster.compact(1, data: "state at 5")
+        #expect(isCompacted)
+
+        cluster.addNode(4)
+        try cluster[1].proposeConfigurationChange(.init([.addLearner(4)]))
+        cluster.process(1)
+        cluster.deliverAll()
+        cluster.tickAll(times: 3)
+
+        #expect(cluster.node(4).restoredSnapshot?.data == Array("state at 5".utf8))
+        #expect(cluster[4].membership.learners == [4], "the change after the snapshot reached it as an entry")
+        try cluster.propose("to the newcomer", on: 1)
+        #expect(cluster.appliedData(4) == ["to the newcomer"])
+    }
+
     @Test func compactionRefusesASnapshotThatIsStaleOrAheadOfWhatIsApplied() throws {
         var cluster = Cluster(voters: [1, 2, 3])
         cluster.electLeader(1)
