@@ -57,6 +57,26 @@ struct MembershipTests {
         try cluster[1].proposeConfigurationChange(.init([.remove(5)]))
     }
 
+    @Test func aLeaderThatRemovesItselfStepsDownAndTheOthersCarryOn() throws {
+        var cluster = Cluster(voters: [1, 2, 3])
+        cluster.electLeader(1)
+
+        try cluster[1].proposeConfigurationChange(.init([.remove(1)]))
+        cluster.process(1)
+        cluster.deliverAll()
+        #expect(!cluster[1].isLeader)
+        cluster.crash(1)
+
+        let ticks = cluster.tickAll(until: { !$0.leaders.isEmpty }, limit: 60)
+        #expect(ticks != nil)
+        let leader = try #require(cluster.leaders.first)
+        try cluster.propose("without 1", on: leader)
+        for id: NodeID in [2, 3] {
+            #expect(cluster[id].membership.voters == [2, 3])
+            #expect(cluster.appliedData(id) == ["without 1"])
+        }
+    }
+
     @Test(arguments: [
         ("a node that is not a member is removed", ConfigurationChange([.remove(9)])),
         ("a node appears twice", ConfigurationChange([.addVoter(4), .addLearner(4)])),
