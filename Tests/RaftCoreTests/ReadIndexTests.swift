@@ -125,6 +125,25 @@ struct ReadIndexTests {
         #expect(cluster.sent.isEmpty)
     }
 
+    @Test func aLeaderCutOffFromItsQuorumServesNoLeaseReadOnceAnotherCouldLead() throws {
+        var cluster = Cluster(voters: [1, 2, 3]) { $0.readMode = .leaseBased }
+        cluster.electLeader(1)
+
+        cluster.isolate(1)
+        #expect(cluster.tickAll(until: { $0.leaders.contains { $0 != 1 } }, limit: 60) != nil)
+        let successor = try #require(cluster.leaders.first { $0 != 1 })
+        try cluster.propose("written under the successor", on: successor)
+        // Check-quorum has not deposed node 1 yet: its first check still counted answers from before the cut.
+        #expect(cluster[1].isLeader)
+
+        try cluster[1].readIndex(context: 1)
+        cluster.process(1)
+
+        withKnownIssue("lease reads are answered whenever the node is leader; no lease is measured, so this read misses the successor's write") {
+            #expect(cluster.node(1).readStates.isEmpty, "stale read: \(cluster.node(1).readStates), successor committed \(cluster[successor].commitIndex)")
+        }
+    }
+
     @Test func leaseReadsNeedCheckQuorum() {
         var config = RaftConfig(id: 1)
         config.readMode = .leaseBased
