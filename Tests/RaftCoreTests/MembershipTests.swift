@@ -57,6 +57,28 @@ struct MembershipTests {
         try cluster[1].proposeConfigurationChange(.init([.remove(5)]))
     }
 
+    @Test func aVoterDemotedInAJointChangeVotesUntilTheJointConfigurationIsLeftThenLearns() throws {
+        var cluster = Cluster(voters: [1, 2, 3])
+        cluster.electLeader(1)
+        cluster.addNode(4)
+
+        try cluster[1].proposeConfigurationChange(.init([.addLearner(3), .addVoter(4)]))
+        cluster.process(1)
+        cluster.deliverAll(dropping: { $0.payload.appendedEntries.contains { $0.payload == .configuration(.leaveJoint) } })
+        #expect(cluster[1].membership.outgoingVoters == [1, 2, 3])
+        #expect(cluster[1].membership.learnersNext == [3])
+        #expect(cluster[1].membership.isVoter(3))
+
+        cluster.tickAll(times: 2)
+        for id: NodeID in [1, 2, 3, 4] {
+            #expect(cluster[id].membership.voters == [1, 2, 4])
+            #expect(cluster[id].membership.learners == [3])
+        }
+        try cluster.propose("3 still learns", on: 1)
+        #expect(cluster.appliedData(3) == ["3 still learns"])
+        #expect(!cluster[3].isPromotable)
+    }
+
     @Test func aLeaderThatRemovesItselfStepsDownAndTheOthersCarryOn() throws {
         var cluster = Cluster(voters: [1, 2, 3])
         cluster.electLeader(1)
