@@ -98,7 +98,7 @@ struct BadInputTests {
                 cluster.deliver(atMost: 500)
             }
             if step % 13 == 0, let leader = cluster.leaders.first {
-                try? cluster[leader].propose(Array("p\(step)".utf8))
+                _ = try? cluster[leader].propose(Array("p\(step)".utf8))
                 cluster.process(leader)
                 cluster.deliver(atMost: 500)
             }
