@@ -84,7 +84,7 @@ struct Progress: Sendable {
             return true
         }
         if next == 0 || next - 1 != rejected { return false }
-        next = max(min(rejected, hint + 1), match + 1)
+        next = max(hint >= rejected ? rejected : hint + 1, match + 1)
         isProbeSent = false
         return true
     }

@@ -181,6 +181,7 @@ extension RaftNode {
         }
         // Raft §5.4.2: entries of earlier terms commit only under an entry of the leader's own term.
         log.append([Entry(term: term, index: log.lastIndex + 1, payload: .empty)])
+        leading { _, state in state.hasUnsentProposals = true }
     }
 
     // MARK: - Votes

@@ -1,5 +1,6 @@
 extension RaftNode {
     mutating func tickLeader() {
+        leading { _, state in state.leaderTicks += 1 }
         heartbeatElapsed += 1
         electionElapsed += 1
         var hasLostQuorum = false
@@ -88,7 +89,7 @@ extension RaftNode {
     mutating func handleAppendResponse(from peer: NodeID, _ response: Message.AppendResponse, _ state: inout LeaderState) {
         if response.isRejected {
             if response.index == 0 && response.hintIndex == 0 && response.hintTerm == 0 { return }
-            var hint = response.hintIndex
+            var hint = min(response.hintIndex, log.lastIndex)
             if response.hintTerm > 0 {
                 hint = log.largestIndex(atOrBelow: response.hintIndex, withTermAtMost: response.hintTerm)
             }
@@ -206,7 +207,14 @@ extension RaftNode {
     }
 
     mutating func broadcastHeartbeat(_ state: inout LeaderState) {
+        state.lastReadRound += 1
         let round = state.lastReadRound
+        state.roundSentAt.append((round, state.leaderTicks))
+        // Rounds older than two election timeouts can no longer hold a lease up.
+        let horizon = state.leaderTicks > UInt64(2 * config.electionTick) ? state.leaderTicks - UInt64(2 * config.electionTick) : 0
+        if let firstKept = state.roundSentAt.firstIndex(where: { $0.tick >= horizon }), firstKept > 0 {
+            state.roundSentAt.removeFirst(firstKept)
+        }
         for peer in state.progress.keys.sorted() where peer != id {
             // A follower may only learn a commit index up to what it is known to hold.
             let commit = min(state.progress[peer]!.match, log.committed)
@@ -223,23 +231,38 @@ extension RaftNode {
             state.readsAwaitingTermCommit.append(read)
             return
         }
-        if config.readMode == .leaseBased || config.injectedBug == .readWithoutHeartbeatRound
-            || Quorum.hasQuorum(membership, { $0 == id })
+        if config.injectedBug == .readWithoutHeartbeatRound || Quorum.hasQuorum(membership, { $0 == id })
+            || (config.readMode == .leaseBased && hasLease(state))
         {
             answer(read, index: log.committed)
             return
         }
         state.queuedReads.append(read)
-        if state.activeReadRound == nil { startReadRound(&state) }
+        if state.activeReadRound == nil { state.needsReadRound = true }
+    }
+
+    /// The leader lease: a quorum answered heartbeats sent less than 90% of an election timeout ago.
+    /// Those followers ignore votes for a full election timeout after hearing from this leader, so
+    /// no other leader can exist yet, as long as clocks tick at about the same rate.
+    func hasLease(_ state: LeaderState) -> Bool {
+        func contact(_ peer: NodeID) -> UInt64 {
+            if peer == id { return state.leaderTicks + 1 }
+            guard let acked = state.progress[peer]?.ackedReadRound, acked > 0,
+                  let sent = state.roundSentAt.last(where: { $0.round <= acked }) else { return 0 }
+            return sent.tick + 1
+        }
+        let start = Quorum.committedIndex(membership, contact)
+        let leaseTicks = UInt64(max(1, config.electionTick * 9 / 10))
+        return start > 0 && state.leaderTicks + 1 - start < leaseTicks
     }
 
     /// Starts a confirmation round for every queued read: once a quorum answers a heartbeat sent
     /// after this moment, the leader knows no newer leader existed when the reads arrived.
     mutating func startReadRound(_ state: inout LeaderState) {
-        state.lastReadRound += 1
-        state.activeReadRound = (state.lastReadRound, log.committed, state.queuedReads)
+        let round = state.lastReadRound + 1
+        state.activeReadRound = (round, log.committed, state.queuedReads)
         state.queuedReads = []
-        state.progress[id]?.ackedReadRound = state.lastReadRound
+        state.progress[id]?.ackedReadRound = round
         broadcastHeartbeat(&state)
     }
 
@@ -249,7 +272,7 @@ extension RaftNode {
         guard confirmed else { return }
         state.activeReadRound = nil
         for read in active.reads { answer(read, index: active.index) }
-        if !state.queuedReads.isEmpty { startReadRound(&state) }
+        if !state.queuedReads.isEmpty { state.needsReadRound = true }
     }
 
     mutating func answer(_ read: PendingRead, index: UInt64) {

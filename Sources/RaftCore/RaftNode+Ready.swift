@@ -2,7 +2,7 @@ extension RaftNode {
     /// True when `ready()` has something to hand out and no earlier `Ready` is outstanding.
     public var hasReady: Bool {
         guard outstandingReady == nil else { return false }
-        if case .leader(let state) = role, state.hasUnsentProposals { return true }
+        if case .leader(let state) = role, state.hasUnsentProposals || state.needsReadRound { return true }
         return hardState != persistedHardState || !log.unstableEntries.isEmpty || log.pendingSnapshot != nil
             || !outbox.isEmpty || !outboxAfterPersist.isEmpty || !log.unappliedCommittedEntries.isEmpty
             || !readStates.isEmpty || !events.isEmpty
@@ -17,6 +17,10 @@ extension RaftNode {
             if state.hasUnsentProposals {
                 state.hasUnsentProposals = false
                 node.broadcastAppend(&state, sendIfEmpty: false)
+            }
+            if state.needsReadRound {
+                state.needsReadRound = false
+                if state.activeReadRound == nil && !state.queuedReads.isEmpty { node.startReadRound(&state) }
             }
         }
         guard hasReady else { return nil }

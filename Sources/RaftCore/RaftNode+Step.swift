@@ -2,7 +2,9 @@ extension RaftNode {
     /// Feeds a message from another node. Messages that make no sense are dropped and reported as
     /// `RaftEvent.messageDropped`; no input from the network can crash the core.
     public mutating func step(_ message: Message) {
-        guard message.to == id, message.from != id, message.from != noNode else {
+        // No legal election reaches half of UInt64's range; such a term is garbage, and taking it
+        // would make `term + 1` overflow at the next campaign.
+        guard message.to == id, message.from != id, message.from != noNode, message.term <= RaftNode.largestSaneValue else {
             events.append(.messageDropped(from: message.from, .malformed))
             return
         }
@@ -115,7 +117,8 @@ extension RaftNode {
 
     /// Entries must follow `previousIndex` one by one, in terms that never decrease and never pass the sender's.
     func isWellFormed(_ append: Message.Append, term senderTerm: UInt64) -> Bool {
-        guard append.previousIndex <= UInt64.max - UInt64(append.entries.count) else { return false }
+        guard append.previousIndex <= RaftNode.largestSaneValue - UInt64(append.entries.count),
+              append.commit <= RaftNode.largestSaneValue else { return false }
         var expectedIndex = append.previousIndex + 1
         var lastTerm = append.previousTerm
         for entry in append.entries {
@@ -128,7 +131,8 @@ extension RaftNode {
 
     mutating func handleSnapshot(_ message: Message, _ snapshot: Snapshot) {
         let metadata = snapshot.metadata
-        guard metadata.term <= message.term, metadata.index > 0 else {
+        guard metadata.term <= message.term, metadata.term > 0, metadata.index > 0,
+              metadata.index <= RaftNode.largestSaneValue else {
             events.append(.messageDropped(from: message.from, .malformed))
             return
         }

@@ -62,6 +62,9 @@ public struct RaftNode: Sendable {
         resetRandomizedElectionTimeout()
     }
 
+    /// Terms and indexes above this are garbage from the network: no real log or election gets there.
+    static let largestSaneValue = UInt64.max / 2
+
     // MARK: - Queries
 
     public var currentRole: RaftRole { role.kind }
@@ -224,7 +227,16 @@ struct LeaderState: Sendable {
     var queuedReads: [PendingRead] = []
     /// The round in flight: its number, the read index it will grant, and the reads it answers.
     var activeReadRound: (round: UInt64, index: UInt64, reads: [PendingRead])?
+    /// Every heartbeat broadcast carries a new round number; a follower's answer to round r proves
+    /// contact no earlier than the tick round r left.
     var lastReadRound: UInt64 = 0
+    /// When recent rounds left, in leader ticks, for measuring the lease.
+    var roundSentAt: [(round: UInt64, tick: UInt64)] = []
+    /// Ticks since this node became leader.
+    var leaderTicks: UInt64 = 0
     /// Proposals since the last `Ready` go out together when it is collected, one append per follower.
     var hasUnsentProposals = false
+    /// Reads are queued and a round should start when the next `Ready` is collected, so that all
+    /// reads issued before it share the round.
+    var needsReadRound = false
 }

@@ -129,40 +129,34 @@ struct BadInputTests {
     }
 
     @Test func aMessageOfTheLargestTermDoesNotMakeTheNodeTrapLater() async {
-        await withKnownIssue("the node adopts term UInt64.max, then `term + 1` overflows when it campaigns (RaftNode+Election.swift:65)") {
-            await #expect(processExitsWith: .success) {
-                var cluster = Cluster(voters: [1, 2, 3])
-                cluster.electLeader(1)
-                cluster.step(Message(from: 3, to: 2, term: .max, payload: .heartbeat(commit: 0, readRound: 0)))
-                cluster.tick(2, times: 50)
-            }
+        await #expect(processExitsWith: .success) {
+            var cluster = Cluster(voters: [1, 2, 3])
+            cluster.electLeader(1)
+            cluster.step(Message(from: 3, to: 2, term: .max, payload: .heartbeat(commit: 0, readRound: 0)))
+            cluster.tick(2, times: 50)
         }
     }
 
     @Test func aRejectionWithTheLargestHintDoesNotMakeTheLeaderTrap() async {
-        await withKnownIssue("hintIndex UInt64.max with hintTerm 0 reaches `hint + 1` in Progress.maybeDecrease (Progress.swift:87)") {
-            await #expect(processExitsWith: .success) {
-                var cluster = Cluster(voters: [1, 2, 3])
-                cluster.electLeader(1)
-                cluster[1].reportUnreachable(3)
-                cluster.process(1)
-                cluster.step(Message(from: 3, to: 1, term: 2, payload: .appendResponse(.init(
-                    index: 2, isRejected: true, hintIndex: .max, hintTerm: 0))))
-            }
+        await #expect(processExitsWith: .success) {
+            var cluster = Cluster(voters: [1, 2, 3])
+            cluster.electLeader(1)
+            cluster[1].reportUnreachable(3)
+            cluster.process(1)
+            cluster.step(Message(from: 3, to: 1, term: 2, payload: .appendResponse(.init(
+                index: 2, isRejected: true, hintIndex: .max, hintTerm: 0))))
         }
     }
 
     @Test func aSnapshotAtAnAbsurdIndexDoesNotMakeTheNodeTrapLater() async {
-        await withKnownIssue("a snapshot at index UInt64.max - 1 is installed; `lastIndex + 1` overflows once the node leads (RaftNode.swift:156)") {
-            await #expect(processExitsWith: .success) {
-                var cluster = Cluster(voters: [1, 2, 3])
-                cluster.electLeader(1)
-                cluster.step(Message(from: 1, to: 3, term: 2, payload: .snapshot(Snapshot(
-                    metadata: SnapshotMetadata(index: .max - 1, term: 2, membership: Membership(voters: [1, 2, 3])), data: []))))
-                cluster.crash(1)
-                _ = cluster.tickAll(until: { $0.leaders == [3] }, limit: 100)
-                try? cluster.propose("one more", on: 3)
-            }
+        await #expect(processExitsWith: .success) {
+            var cluster = Cluster(voters: [1, 2, 3])
+            cluster.electLeader(1)
+            cluster.step(Message(from: 1, to: 3, term: 2, payload: .snapshot(Snapshot(
+                metadata: SnapshotMetadata(index: .max - 1, term: 2, membership: Membership(voters: [1, 2, 3])), data: []))))
+            cluster.crash(1)
+            _ = cluster.tickAll(until: { $0.leaders == [3] }, limit: 100)
+            try? cluster.propose("one more", on: 3)
         }
     }
 }
