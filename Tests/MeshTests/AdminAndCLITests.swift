@@ -30,7 +30,7 @@ let divanBinary: URL = {
         let config = try await curl([admin + "/config"]).stdout
         #expect(try MeshConfig.parse(yaml: config) == proxy.proxy.config)
 
-        async let slow = curl([proxy.url("web", "/slow/1000")])
+        async let slow = curl([proxy.url("web", "/slow/5000")])
         try await waitUntil("a request in flight") { await proxy.proxy.connectionCounts()["web"]?["proxying"] == 1 }
         let connections = try await curl([admin + "/connections"]).stdout
         #expect(connections.contains("\"web\": {\"total\": 1, \"by_state\": {\"proxying\": 1}}"), "\(connections)")
@@ -107,7 +107,7 @@ let divanBinary: URL = {
         try await waitUntil("the child proxy to be ready") {
             try await curl(["http://127.0.0.1:\(adminPort)/ready"]).stdout == "ready\n"
         }
-        async let inFlight = curl(["http://127.0.0.1:\(proxyPort)/slow/700"])
+        async let inFlight = curl(["http://127.0.0.1:\(proxyPort)/slow/4000"])
         try await waitUntil("a request in flight") {
             try await curl(["http://127.0.0.1:\(adminPort)/connections"]).stdout.contains("proxying")
         }

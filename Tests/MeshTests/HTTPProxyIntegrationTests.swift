@@ -184,7 +184,7 @@ func httpConfig(
         let upstream = try await ChildProcess(script: "upstream.py")
         defer { upstream.stop() }
         let proxy = try await RunningProxy(yaml: httpConfig(upstreams: [upstream.port], clusterExtra: "    max_pending_requests: 1"))
-        async let first = curl(["-o", "/dev/null", "-w", "%{http_code}", proxy.url("web", "/slow/1500")])
+        async let first = curl(["-o", "/dev/null", "-w", "%{http_code}", proxy.url("web", "/slow/5000")])
         try await waitUntil("the first request to be in flight") {
             await proxy.proxy.connectionCounts()["web"]?["proxying"] == 1
         }
