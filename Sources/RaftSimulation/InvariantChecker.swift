@@ -88,11 +88,14 @@ struct InvariantChecker {
     }
 
     /// Commit and apply indices never go back within one life of a node.
-    mutating func checkProgress(of node: SimulatedNode, at time: UInt64, step: Int) throws {
+    mutating func checkProgress(of node: SimulatedNode, among nodes: [SimulatedNode], at time: UInt64, step: Int) throws {
         guard let raft = node.raft else { return }
         if raft.isLeader && raft.commitIndex > highestCommitted {
             for index in (highestCommitted + 1)...raft.commitIndex where commits[index] == nil {
-                if let entryTerm = raft.term(at: index) { commits[index] = (raft.term, entryTerm) }
+                if let entryTerm = raft.term(at: index) {
+                    commits[index] = (raft.term, entryTerm)
+                    try checkDurable(index: index, term: entryTerm, committedBy: node, among: nodes, at: time, step: step)
+                }
             }
             highestCommitted = raft.commitIndex
         }
@@ -109,6 +112,29 @@ struct InvariantChecker {
     }
 
     func isAcknowledged(_ operationID: UInt64) -> Bool { acknowledgedOperations.contains(operationID) }
+
+    /// Leader Completeness, checked ahead of time: when an entry commits, no voter that lacks it may
+    /// have a log at least as up to date as a quorum's, or it could be elected and lose the entry.
+    /// (In correct Raft the holders form a quorum whose logs are strictly newer than any non-holder's.)
+    func checkDurable(index: UInt64, term: UInt64, committedBy leader: SimulatedNode, among nodes: [SimulatedNode], at time: UInt64, step: Int) throws {
+        let membership = leader.raft!.membership
+        let voters = Set(membership.voters).union(membership.outgoingVoters).sorted()
+        func view(_ id: NodeID) -> SimulatedNode? { nodes.first { $0.id == id } }
+        for candidate in voters {
+            guard let node = view(candidate), !node.holds(index: index, term: term) else { continue }
+            let position = node.logPosition
+            let supporters = Set(voters.filter { view($0).map { $0.logPosition <= position } ?? false })
+            if isQuorum(supporters, in: membership) {
+                throw Violation(kind: .leaderCompleteness, step: step, time: time, detail:
+                    "leader \(leader.id) committed index \(index) (term \(term)), but node \(candidate) lacks it and its log (term \(position.term), index \(position.index)) is as up to date as a quorum's: it could be elected and lose the entry")
+            }
+        }
+    }
+
+    func isQuorum(_ nodes: Set<NodeID>, in membership: Membership) -> Bool {
+        func majority(_ voters: [NodeID]) -> Bool { voters.isEmpty || voters.filter(nodes.contains).count > voters.count / 2 }
+        return majority(membership.voters) && majority(membership.outgoingVoters)
+    }
 
     /// The newest write order that a read starting now must at least see.
     func floor(for key: UInt8) -> UInt64 { completedOrder[key] ?? 0 }

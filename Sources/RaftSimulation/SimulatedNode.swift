@@ -17,6 +17,29 @@ final class SimulatedNode {
     var lastApplied: UInt64 = 0
 
     init(id: NodeID) { self.id = id }
+
+    /// Where this node's log ends, as a candidate would present it: in memory while it runs, on disk
+    /// while it is down.
+    var logPosition: LogPosition {
+        if let raft { return LogPosition(term: raft.term(at: raft.lastIndex) ?? 0, index: raft.lastIndex) }
+        if let last = disk.entries.last { return LogPosition(term: last.term, index: last.index) }
+        return LogPosition(term: disk.snapshot?.metadata.term ?? 0, index: disk.snapshot?.metadata.index ?? 0)
+    }
+
+    /// True when this node's log holds the entry at `index` of `term`, or a snapshot covering it.
+    func holds(index: UInt64, term: UInt64) -> Bool {
+        if let raft { return index < raft.firstIndex || raft.term(at: index) == term }
+        if let snapshot = disk.snapshot, index <= snapshot.metadata.index { return true }
+        return disk.entries.contains { $0.index == index && $0.term == term }
+    }
+}
+
+/// The (last term, last index) pair that Raft's up-to-date rule compares.
+struct LogPosition: Comparable, Sendable {
+    var term: UInt64
+    var index: UInt64
+
+    static func < (lhs: Self, rhs: Self) -> Bool { (lhs.term, lhs.index) < (rhs.term, rhs.index) }
 }
 
 /// What a node has persisted: exactly what survives a crash.

@@ -208,7 +208,7 @@ public final class Simulation {
             for event in ready.events { try observe(event, on: node) }
             node.raft!.advance(ready)
             try serveReads(on: node)
-            try checker.checkProgress(of: node, at: now, step: step)
+            try checker.checkProgress(of: node, among: nodes, at: now, step: step)
         }
     }
 
