@@ -11,6 +11,7 @@ public actor RaftGroup {
     let log: WriteAheadLog
     let sender: any RaftMessageSender
     let stateMachine: any StateMachine
+    let snapshots: SnapshotStore
     var node: RaftNode
     var pendingApplies: [UInt64: PendingApply] = [:]
     var pendingReads: [UInt64: CheckedContinuation<UInt64, any Error>] = [:]
@@ -23,30 +24,39 @@ public actor RaftGroup {
     var isProcessing = false
     var isStopped = false
     var ticker: Task<Void, Never>?
+    var snapshotter: Task<Void, Never>?
+    var isSnapshotting = false
+    /// The name of the one file a state machine snapshot consists of.
+    static let snapshotFile = "state"
 
     struct PendingApply {
         var term: UInt64
         var continuation: CheckedContinuation<[UInt8], any Error>
     }
 
-    /// Opens the group from what `log` holds. A group the log has never seen starts from `bootstrap`
-    /// (a founding member) or empty (a node that joins an existing group).
+    /// Opens the group from what `log` and `snapshots` hold. A group never seen before starts from
+    /// `bootstrap` (a founding member) or empty (a node that joins an existing group).
     public init(
         group: UInt64, id: NodeID, bootstrap: Membership?, options: RaftOptions = RaftOptions(),
-        log: WriteAheadLog, sender: any RaftMessageSender, stateMachine: any StateMachine
+        log: WriteAheadLog, snapshots: SnapshotStore, sender: any RaftMessageSender, stateMachine: any StateMachine
     ) async throws {
         try options.validate()
         self.group = group
         self.id = id
         self.options = options
         self.log = log
+        self.snapshots = snapshots
         self.sender = sender
         self.stateMachine = stateMachine
         let recovered: RecoveredState
-        if let state = log.state(of: group), state.lastIndex > 0 || state.hardState != nil {
-            let entries = state.lastIndex >= state.firstIndex
-                ? try log.entries(group: group, in: state.firstIndex..<(state.lastIndex + 1)) : []
-            recovered = RecoveredState(hardState: state.hardState ?? HardState(), snapshot: nil, entries: entries)
+        let snapshot = try snapshots.latest().map { stored in
+            Snapshot(metadata: stored.manifest.metadata, data: try Self.readWhole(stored))
+        }
+        if let state = log.state(of: group), state.lastIndex > 0 || state.hardState != nil || snapshot != nil {
+            let first = max(state.firstIndex, (snapshot?.metadata.index ?? 0) + 1)
+            let entries = state.lastIndex >= first ? try log.entries(group: group, in: first..<(state.lastIndex + 1)) : []
+            if let snapshot { try stateMachine.restore(from: snapshot.data) }
+            recovered = RecoveredState(hardState: state.hardState ?? HardState(), snapshot: snapshot, entries: entries)
         } else if let bootstrap {
             recovered = RecoveredState.bootstrap(bootstrap)
             try await log.append(group: group, entries: recovered.entries, hardState: recovered.hardState)
@@ -56,7 +66,7 @@ public actor RaftGroup {
         node = try RaftNode(config: options.coreConfig(id: id), recovered: recovered)
     }
 
-    /// Starts ticking. Call once.
+    /// Starts ticking and the periodic snapshots. Call once.
     public func start() async {
         let interval = options.heartbeatInterval
         ticker = Task { [weak self] in
@@ -65,13 +75,69 @@ public actor RaftGroup {
                 await self?.tick()
             }
         }
+        var random = DeterministicRandom(seed: group &* 0x9E37_79B9_7F4A_7C15 ^ id)
+        let first = Self.firstSnapshotDelay(interval: options.snapshotInterval, random: &random)
+        let every = options.snapshotInterval
+        snapshotter = Task { [weak self] in
+            try? await Task.sleep(for: first)
+            while !Task.isCancelled {
+                _ = try? await self?.takeSnapshot()
+                try? await Task.sleep(for: every)
+            }
+        }
         await process()
+    }
+
+    /// SOFAJRaft 1.3.1: a group's first snapshot fires at a random moment in [interval / 2, interval),
+    /// so the groups of one process do not all snapshot at once; later ones follow the interval.
+    static func firstSnapshotDelay(interval: Duration, random: inout DeterministicRandom) -> Duration {
+        let half = interval / 2
+        let milliseconds = Int(half / .milliseconds(1))
+        return half + .milliseconds(milliseconds > 0 ? random.below(milliseconds) : 0)
+    }
+
+    /// Snapshots the state machine as applied now and drops the log it covers. The view is taken at
+    /// once; serializing and writing it happen in the background while the group keeps applying.
+    /// Returns the snapshot's index, or nil when there is nothing new to cover.
+    @discardableResult
+    public func takeSnapshot() async throws -> UInt64? {
+        guard !isSnapshotting, !isStopped else { return nil }
+        let metadata = node.snapshotMetadata
+        guard metadata.index >= node.firstIndex else { return nil }
+        isSnapshotting = true
+        defer { isSnapshotting = false }
+        let view = stateMachine.snapshotView()
+        let store = snapshots
+        let data = try await Task.detached {
+            let data = view.serialized()
+            try Self.store(Snapshot(metadata: metadata, data: data), in: store)
+            return data
+        }.value
+        guard node.compact(Snapshot(metadata: metadata, data: data)) else { return nil }
+        try await log.compact(group: group, through: metadata.index)
+        return metadata.index
+    }
+
+    static func store(_ snapshot: Snapshot, in store: SnapshotStore) throws {
+        let writer = try store.create(metadata: snapshot.metadata)
+        try writer.write(file: snapshotFile, at: 0, snapshot.data)
+        _ = try writer.finish()
+    }
+
+    static func readWhole(_ stored: StoredSnapshot) throws -> [UInt8] {
+        guard let file = stored.manifest.files.first(where: { $0.name == snapshotFile }) else { return [] }
+        var data: [UInt8] = []
+        while UInt64(data.count) < file.size {
+            data += try stored.reader.read(file: snapshotFile, at: UInt64(data.count), maximumLength: 1 << 20)
+        }
+        return data
     }
 
     /// Stops ticking and fails every waiting request definitely or indefinitely, as fits.
     public func stop() {
         isStopped = true
         ticker?.cancel()
+        snapshotter?.cancel()
         for (_, pending) in pendingApplies { pending.continuation.resume(throwing: RaftError.indefinite(.leadershipLost)) }
         pendingApplies = [:]
         for (_, continuation) in pendingReads { continuation.resume(throwing: RaftError.definite(.shuttingDown)) }
@@ -187,6 +253,16 @@ public actor RaftGroup {
         defer { isProcessing = false }
         while !isStopped, let ready = node.ready() {
             if !ready.messages.isEmpty { sender.send(ready.messages, group: group) }
+            if let snapshot = ready.snapshot {
+                // The snapshot is durable in the store before the log points at it.
+                do {
+                    try Self.store(snapshot, in: snapshots)
+                    try stateMachine.restore(from: snapshot.data)
+                } catch {
+                    fail("snapshot at \(snapshot.metadata.index): \(error)")
+                    return
+                }
+            }
             if !ready.entries.isEmpty || ready.hardState != nil || ready.snapshot != nil {
                 do {
                     try await log.write([LogWrite(

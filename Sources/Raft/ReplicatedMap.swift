@@ -56,6 +56,47 @@ public final class ReplicatedMap: StateMachine {
         }
     }
 
+    public func snapshotView() -> any StateMachineView { View(values: values.withLock { $0 }) }
+
+    public func restore(from data: [UInt8]) throws {
+        var restored: [String: String] = [:]
+        var offset = 0
+        func field() throws -> String {
+            guard offset + 4 <= data.count else { throw SnapshotFormatError(offset: offset) }
+            let length = (0..<4).reduce(0) { $0 | Int(data[offset + $1]) << (8 * $1) }
+            guard offset + 4 + length <= data.count else { throw SnapshotFormatError(offset: offset) }
+            defer { offset += 4 + length }
+            return String(decoding: data[(offset + 4)..<(offset + 4 + length)], as: UTF8.self)
+        }
+        while offset < data.count {
+            let key = try field()
+            restored[key] = try field()
+        }
+        values.withLock { $0 = restored }
+    }
+
+    /// The map as it was when the view was taken: key and value, each length-prefixed, in key order.
+    struct View: StateMachineView {
+        let values: [String: String]
+
+        func serialized() -> [UInt8] {
+            var data: [UInt8] = []
+            for key in values.keys.sorted() {
+                for text in [key, values[key]!] {
+                    let bytes = Array(text.utf8)
+                    data += (0..<4).map { UInt8(truncatingIfNeeded: bytes.count >> (8 * $0)) } + bytes
+                }
+            }
+            return data
+        }
+    }
+
+    /// Snapshot data that does not parse.
+    public struct SnapshotFormatError: Error, CustomStringConvertible {
+        public var offset: Int
+        public var description: String { "replicated map snapshot is malformed at byte \(offset)" }
+    }
+
     /// The value of `key` as applied here. Call after `RaftGroup.readIndex()` for a linearizable read.
     public func value(of key: String) -> String? { values.withLock { $0[key] } }
 

@@ -5,6 +5,11 @@ public protocol StateMachine: AnyObject, Sendable {
     /// Applies committed application entries in log order and returns one result per entry.
     /// Throwing puts the group in a visible error state; a restart recovers it.
     func apply(_ entries: [CommittedEntry]) throws -> [[UInt8]]
+    /// A point-in-time view of the state, taken between two applies. It must be cheap (a copy-on-write
+    /// copy, a storage engine's snapshot): the group serializes it in the background while applying goes on.
+    func snapshotView() -> any StateMachineView
+    /// Replaces the whole state by a snapshot's data (verified by the snapshot store before this).
+    func restore(from data: [UInt8]) throws
     /// Called when this node starts leading a term.
     func leaderStarted(term: UInt64)
     /// Called when this node stops leading.
@@ -14,6 +19,11 @@ public protocol StateMachine: AnyObject, Sendable {
 extension StateMachine {
     public func leaderStarted(term: UInt64) {}
     public func leaderStopped() {}
+}
+
+/// A frozen view of a state machine that can be written out while the state machine moves on.
+public protocol StateMachineView: Sendable {
+    func serialized() -> [UInt8]
 }
 
 /// One committed application entry.

@@ -63,8 +63,10 @@ final class LocalCluster: @unchecked Sendable {
     func start(_ id: NodeID, founder: Bool = true) async throws {
         let log = try WriteAheadLog(directory: FilePath("\(directory)/node-\(id)"), options: WriteAheadLogOptions(segmentSize: 1 << 20))
         let machine = ReplicatedMap()
+        let snapshots = try SnapshotStore(directory: FilePath("\(directory)/snapshots-\(id)"))
         let group = try await RaftGroup(
-            group: 1, id: id, bootstrap: founder ? membership : nil, options: options, log: log, sender: network, stateMachine: machine)
+            group: 1, id: id, bootstrap: founder ? membership : nil, options: options, log: log, snapshots: snapshots,
+            sender: network, stateMachine: machine)
         logs[id] = log
         machines[id] = machine
         groups[id] = group
@@ -194,6 +196,55 @@ final class LocalCluster: @unchecked Sendable {
         let forFollower = events.events.filter { $0.hasPrefix("\(follower) ") }
         #expect(forFollower.firstIndex(of: "\(follower) offline")! < forFollower.lastIndex(of: "\(follower) online")!)
         for id in NodeID(1)...3 { await cluster.stop(id) }
+    }
+
+    @Test func aLearnerWhoseLogWasCompactedAwayCatchesUpFromASnapshot() async throws {
+        let cluster = LocalCluster()
+        for id in NodeID(1)...3 { try await cluster.start(id) }
+        let leader = try await cluster.leader()
+        for value in 1...20 { _ = try await leader.apply(ReplicatedMap.Command.put(key: "s\(value % 4)", value: "\(value)").encoded) }
+        let snapshotIndex = try #require(try await leader.takeSnapshot())
+        #expect(await leader.status.firstIndex == snapshotIndex + 1)
+
+        try await cluster.start(4, founder: false)
+        try await leader.changeMembership(ConfigurationChange([.addLearner(4)]))
+        let learner = cluster.groups[4]!
+        try await cluster.waitUntil { await learner.status.applied >= snapshotIndex }
+        #expect(await learner.status.firstIndex > 1, "the learner started from the snapshot, not from index 1")
+        _ = try await leader.apply(ReplicatedMap.Command.put(key: "s0", value: "after").encoded)
+        try await cluster.waitUntil { await learner.status.leader == leader.id }
+        _ = try await learner.readIndex()
+        #expect(cluster.machines[4]!.value(of: "s0") == "after")
+        #expect(cluster.machines[4]!.value(of: "s3") == "19")
+        for id in NodeID(1)...4 { await cluster.stop(id) }
+    }
+
+    @Test func aNodeRestartsFromItsSnapshotAndTheLogAfterIt() async throws {
+        let cluster = LocalCluster()
+        for id in NodeID(1)...3 { try await cluster.start(id) }
+        let leader = try await cluster.leader()
+        let follower = [NodeID(1), 2, 3].first { $0 != leader.id }!
+        for value in 1...10 { _ = try await leader.apply(ReplicatedMap.Command.put(key: "r\(value)", value: "\(value)").encoded) }
+        try await cluster.waitUntil { cluster.machines[follower]!.value(of: "r10") == "10" }
+        _ = try #require(try await cluster.groups[follower]!.takeSnapshot())
+        for value in 11...15 { _ = try await leader.apply(ReplicatedMap.Command.put(key: "r\(value)", value: "\(value)").encoded) }
+        try await cluster.waitUntil { cluster.machines[follower]!.value(of: "r15") == "15" }
+        await cluster.stop(follower)
+        try await cluster.start(follower)
+        // Before hearing from anyone, the restarted node already holds the snapshot's state.
+        #expect(cluster.machines[follower]!.value(of: "r3") == "3")
+        try await cluster.waitUntil { cluster.machines[follower]!.value(of: "r15") == "15" }
+        for id in NodeID(1)...3 { await cluster.stop(id) }
+    }
+
+    @Test func firstSnapshotsOfManyGroupsSpreadOverTheSecondHalfOfTheInterval() {
+        let interval = Duration.seconds(3_600)
+        let delays = (UInt64(1)...200).map { group in
+            var random = DeterministicRandom(seed: group &* 0x9E37_79B9_7F4A_7C15 ^ 1)
+            return RaftGroup.firstSnapshotDelay(interval: interval, random: &random)
+        }
+        #expect(delays.allSatisfy { $0 >= interval / 2 && $0 < interval })
+        #expect(Set(delays).count > 190, "groups must not snapshot together")
     }
 
     @Test func nonsenseOptionsAreRejected() {
