@@ -23,7 +23,7 @@ public actor RaftGroup {
     var replicatorListeners: [any ReplicatorStateListener] = []
     var isProcessing = false
     var isStopped = false
-    var ticker: Task<Void, Never>?
+    var ticker: RaftTicker?
     var snapshotter: Task<Void, Never>?
     var isSnapshotting = false
     /// The name of the one file a state machine snapshot consists of.
@@ -66,15 +66,13 @@ public actor RaftGroup {
         node = try RaftNode(config: options.coreConfig(id: id), recovered: recovered)
     }
 
-    /// Starts ticking and the periodic snapshots. Call once.
-    public func start() async {
-        let interval = options.heartbeatInterval
-        ticker = Task { [weak self] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: interval)
-                await self?.tick()
-            }
+    /// Starts ticking on the process's shared `ticker`, and the periodic snapshots. Call once.
+    public func start(ticker: RaftTicker) async throws {
+        guard ticker.interval == options.heartbeatInterval else {
+            throw RaftConfigError.invalid("the ticker ticks every \(ticker.interval), the group's heartbeat is \(options.heartbeatInterval)")
         }
+        self.ticker = ticker
+        ticker.register(self)
         var random = DeterministicRandom(seed: group &* 0x9E37_79B9_7F4A_7C15 ^ id)
         let first = Self.firstSnapshotDelay(interval: options.snapshotInterval, random: &random)
         let every = options.snapshotInterval
@@ -136,7 +134,7 @@ public actor RaftGroup {
     /// Stops ticking and fails every waiting request definitely or indefinitely, as fits.
     public func stop() {
         isStopped = true
-        ticker?.cancel()
+        ticker?.unregister(self)
         snapshotter?.cancel()
         for (_, pending) in pendingApplies { pending.continuation.resume(throwing: RaftError.indefinite(.leadershipLost)) }
         pendingApplies = [:]

@@ -9,12 +9,18 @@ import Testing
 
 /// Routes messages between groups in one process; a stopped node's messages go nowhere.
 final class LoopbackNetwork: RaftMessageSender {
-    let members = Mutex<[NodeID: RaftGroup]>([:])
+    struct Address: Hashable {
+        var group: UInt64
+        var node: NodeID
+    }
+
+    let members = Mutex<[Address: RaftGroup]>([:])
 
     func send(_ messages: [Message], group: UInt64) {
         let members = self.members.withLock { $0 }
         for message in messages {
-            guard let target = members[message.to], members[message.from] != nil else { continue }
+            guard let target = members[Address(group: group, node: message.to)],
+                  members[Address(group: group, node: message.from)] != nil else { continue }
             Task { await target.receive(message) }
         }
     }
@@ -43,6 +49,7 @@ final class RecordingListener: ReplicatorStateListener {
 /// Three nodes in one process, each with its own write-ahead log on disk.
 final class LocalCluster: @unchecked Sendable {
     let network = LoopbackNetwork()
+    let ticker: RaftTicker
     let directory: String
     var groups: [NodeID: RaftGroup] = [:]
     var machines: [NodeID: ReplicatedMap] = [:]
@@ -56,9 +63,13 @@ final class LocalCluster: @unchecked Sendable {
         options.electionTimeout = .milliseconds(300)
         options.heartbeatInterval = .milliseconds(30)
         options.applyTimeout = .seconds(5)
+        ticker = RaftTicker(interval: options.heartbeatInterval)
     }
 
-    deinit { try? FileManager.default.removeItem(atPath: directory) }
+    deinit {
+        ticker.stop()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
 
     func start(_ id: NodeID, founder: Bool = true) async throws {
         let log = try WriteAheadLog(directory: FilePath("\(directory)/node-\(id)"), options: WriteAheadLogOptions(segmentSize: 1 << 20))
@@ -70,12 +81,12 @@ final class LocalCluster: @unchecked Sendable {
         logs[id] = log
         machines[id] = machine
         groups[id] = group
-        network.members.withLock { $0[id] = group }
-        await group.start()
+        network.members.withLock { $0[.init(group: 1, node: id)] = group }
+        try await group.start(ticker: ticker)
     }
 
     func stop(_ id: NodeID) async {
-        network.members.withLock { $0[id] = nil }
+        network.members.withLock { $0[.init(group: 1, node: id)] = nil }
         await groups[id]?.stop()
         groups[id] = nil
         logs[id] = nil
@@ -245,6 +256,40 @@ final class LocalCluster: @unchecked Sendable {
         }
         #expect(delays.allSatisfy { $0 >= interval / 2 && $0 < interval })
         #expect(Set(delays).count > 190, "groups must not snapshot together")
+    }
+
+    @Test func manyGroupsShareOneTickerAndOneLogPerNode() async throws {
+        let cluster = LocalCluster()
+        let groupCount = 30
+        var groups: [UInt64: [RaftGroup]] = [:]
+        for id in NodeID(1)...3 {
+            let log = try WriteAheadLog(directory: FilePath("\(cluster.directory)/node-\(id)"), options: WriteAheadLogOptions(segmentSize: 1 << 20))
+            cluster.logs[id] = log
+            for group in UInt64(1)...UInt64(groupCount) {
+                let snapshots = try SnapshotStore(directory: FilePath("\(cluster.directory)/snapshots-\(id)-\(group)"))
+                let member = try await RaftGroup(
+                    group: group, id: id, bootstrap: cluster.membership, options: cluster.options, log: log,
+                    snapshots: snapshots, sender: cluster.network, stateMachine: ReplicatedMap())
+                cluster.network.members.withLock { $0[.init(group: group, node: id)] = member }
+                groups[group, default: []].append(member)
+                try await member.start(ticker: cluster.ticker)
+            }
+        }
+        #expect(cluster.ticker.count == 3 * groupCount)
+        for (_, members) in groups {
+            try await cluster.waitUntil {
+                var leaders = 0
+                for member in members where await member.status.role == .leader { leaders += 1 }
+                return leaders == 1
+            }
+            for member in members where await member.status.role == .leader {
+                _ = try await member.apply(ReplicatedMap.Command.put(key: "k", value: "v").encoded)
+            }
+        }
+        // All groups of one node share its log: far fewer fsyncs than groups times writes.
+        let statistics = cluster.logs[1]!.statistics
+        #expect(statistics.syncs < statistics.writes)
+        for members in groups.values { for member in members { await member.stop() } }
     }
 
     @Test func nonsenseOptionsAreRejected() {
