@@ -1,3 +1,5 @@
+import Logging
+import Metrics
 import RaftCore
 import RaftStorage
 
@@ -12,6 +14,8 @@ public actor RaftGroup {
     let sender: any RaftMessageSender
     let stateMachine: any StateMachine
     let snapshots: SnapshotStore
+    var logger: Logger
+    let metrics: GroupMetrics
     var node: RaftNode
     var pendingApplies: [UInt64: PendingApply] = [:]
     var pendingReads: [UInt64: CheckedContinuation<UInt64, any Error>] = [:]
@@ -48,6 +52,11 @@ public actor RaftGroup {
         self.snapshots = snapshots
         self.sender = sender
         self.stateMachine = stateMachine
+        var logger = Logger(label: "divan.raft")
+        logger[metadataKey: "node"] = "\(id)"
+        logger[metadataKey: "group"] = "\(group)"
+        self.logger = logger
+        self.metrics = GroupMetrics()
         let recovered: RecoveredState
         let snapshot = try snapshots.latest().map { stored in
             Snapshot(metadata: stored.manifest.metadata, data: try Self.readWhole(stored))
@@ -64,6 +73,11 @@ public actor RaftGroup {
             recovered = .empty
         }
         node = try RaftNode(config: options.coreConfig(id: id), recovered: recovered)
+        self.logger[metadataKey: "term"] = "\(node.term)"
+        self.logger.info("opened", metadata: [
+            "commit": "\(node.commitIndex)", "last_index": "\(node.lastIndex)",
+            "snapshot_index": "\(recovered.snapshot?.metadata.index ?? 0)",
+        ])
     }
 
     /// Starts ticking on the process's shared `ticker`, and the periodic snapshots. Call once.
@@ -113,6 +127,9 @@ public actor RaftGroup {
         }.value
         guard node.compact(Snapshot(metadata: metadata, data: data)) else { return nil }
         try await log.compact(group: group, through: metadata.index)
+        metrics.snapshots.increment()
+        metrics.snapshotBytes.increment(by: data.count)
+        logger.info("snapshot taken", metadata: ["index": "\(metadata.index)", "bytes": "\(data.count)"])
         return metadata.index
     }
 
@@ -167,6 +184,7 @@ public actor RaftGroup {
         if isStopped { throw RaftError.definite(.shuttingDown) }
         if let failure { throw RaftError.indefinite(.stateMachineFailed(failure)) }
         let index: UInt64
+        metrics.proposals.increment()
         do {
             index = try node.propose(data)
         } catch {
@@ -263,6 +281,8 @@ public actor RaftGroup {
             }
             if !ready.entries.isEmpty || ready.hardState != nil || ready.snapshot != nil {
                 do {
+                    let started = ContinuousClock.now
+                    defer { metrics.persistLatency.recordInterval(since: started) }
                     try await log.write([LogWrite(
                         group: group, snapshot: ready.snapshot?.metadata, entries: ready.entries, hardState: ready.hardState)])
                 } catch {
@@ -272,6 +292,7 @@ public actor RaftGroup {
             }
             if !ready.messagesAfterPersist.isEmpty { sender.send(ready.messagesAfterPersist, group: group) }
             apply(ready.committedEntries)
+            metrics.applied.increment(by: ready.committedEntries.count)
             for state in ready.readStates {
                 confirmedReads.append((state.index, state.context))
             }
@@ -318,24 +339,23 @@ public actor RaftGroup {
 
     func handle(_ event: RaftEvent) {
         switch event {
-        case .roleChanged(.leader, let term):
-            stateMachine.leaderStarted(term: term)
-        case .roleChanged(_, _):
-            break
-        case .leaderChanged(let leader, _) where leader != id:
-            if !pendingApplies.isEmpty && node.currentRole != .leader {
-                // Our entries may still commit under the next leader: we cannot say either way.
-                for (_, pending) in pendingApplies {
-                    pending.continuation.resume(throwing: RaftError.indefinite(.leadershipLost))
-                }
-                pendingApplies = [:]
-                stateMachine.leaderStopped()
-            }
+        case .roleChanged(let role, let term):
+            logger[metadataKey: "term"] = "\(term)"
+            logger.info("role changed", metadata: ["role": "\(role.rawValue)"])
+            if role == .leader { stateMachine.leaderStarted(term: term) }
+        case .leaderChanged(let leader, _):
+            metrics.leaderChanges.increment()
+            logger.info("leader changed", metadata: ["leader": "\(leader.map(String.init) ?? "none")"])
+            if leader != id { failPendingAppliesAfterLeadershipLoss() }
+        case .messageDropped(let from, let reason):
+            metrics.droppedMessages.increment()
+            logger.debug("message dropped", metadata: ["from": "\(from)", "reason": "\(reason.rawValue)"])
         case .readsDropped(let contexts):
             for context in contexts {
                 pendingReads.removeValue(forKey: context)?.resume(throwing: RaftError.definite(.rejected(.notLeader(leaderHint: nil))))
             }
         case .replicator(let peer, let replicatorEvent):
+            logger.debug("replicator", metadata: ["peer": "\(peer)", "event": "\(replicatorEvent)"])
             for listener in replicatorListeners {
                 switch replicatorEvent {
                 case .created: listener.replicatorCreated(peer: peer)
@@ -349,7 +369,19 @@ public actor RaftGroup {
         }
     }
 
+    func failPendingAppliesAfterLeadershipLoss() {
+        guard !pendingApplies.isEmpty, node.currentRole != .leader else { return }
+        // Our entries may still commit under the next leader: we cannot say either way.
+        for (_, pending) in pendingApplies {
+            pending.continuation.resume(throwing: RaftError.indefinite(.leadershipLost))
+        }
+        pendingApplies = [:]
+        stateMachine.leaderStopped()
+    }
+
     func fail(_ reason: String) {
+        logger.error("group stopped", metadata: ["reason": "\(reason)"])
+        metrics.failures.increment()
         failure = reason
         for (_, pending) in pendingApplies {
             pending.continuation.resume(throwing: RaftError.indefinite(.stateMachineFailed(reason)))

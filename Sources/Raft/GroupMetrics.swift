@@ -1,0 +1,21 @@
+import Metrics
+
+/// The runtime's instruments (swift-metrics; `divan server` exports them in Prometheus format).
+/// They carry no group label: a process with thousands of groups must not make thousands of series.
+struct GroupMetrics: Sendable {
+    let proposals = Counter(label: "divan_raft_proposals_total")
+    let applied = Counter(label: "divan_raft_applied_entries_total")
+    let leaderChanges = Counter(label: "divan_raft_leader_changes_total")
+    let droppedMessages = Counter(label: "divan_raft_dropped_messages_total")
+    let snapshots = Counter(label: "divan_raft_snapshots_total")
+    let snapshotBytes = Counter(label: "divan_raft_snapshot_bytes_total")
+    let failures = Counter(label: "divan_raft_group_failures_total")
+    /// From handing a Ready's writes to the log until they are durable.
+    let persistLatency = Metrics.Timer(label: "divan_raft_persist_duration_seconds")
+}
+
+extension Metrics.Timer {
+    func recordInterval(since start: ContinuousClock.Instant) {
+        record(duration: ContinuousClock.now - start)
+    }
+}
