@@ -170,6 +170,13 @@ public actor RaftGroup {
         await process()
     }
 
+    /// Tells the core that the transport could not reach `peer`, so the leader stops pipelining to it.
+    public func reportUnreachable(_ peer: NodeID) async {
+        guard !isStopped else { return }
+        node.reportUnreachable(peer)
+        await process()
+    }
+
     func tick() async {
         guard !isStopped else { return }
         node.tick()

@@ -1,0 +1,89 @@
+import ArgumentParser
+import DivanServer
+import Foundation
+import Logging
+import Raft
+import RaftCore
+import ServiceLifecycle
+
+/// `divan server`: one Divan node. Until Divan KV lands it hosts the built-in replicated map.
+struct ServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "server",
+        abstract: "Run one Divan node (Raft over TCP, HTTP client API).",
+        discussion: """
+            Example: divan server --id 1 --listen 127.0.0.1:7001 --http 127.0.0.1:8001 \
+            --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /tmp/divan-1
+            HTTP: GET/PUT/DELETE /kv/KEY (reads are linearizable on every node), GET /status, GET /ready.
+            """)
+
+    @Option(help: "This node's id (1 or more).")
+    var id: UInt64
+
+    @Option(help: "HOST:PORT for Raft traffic from peers.")
+    var listen: String
+
+    @Option(help: "HOST:PORT of the HTTP client API.")
+    var http: String
+
+    @Option(help: "Every voter, this node included: ID=HOST:PORT,...")
+    var peers: String
+
+    @Option(help: "Directory for the write-ahead log and snapshots.")
+    var dataDir: String
+
+    @Option(help: "Election timeout in milliseconds (SOFAJRaft's default: 1000).")
+    var electionTimeoutMs = 1_000
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel = "info"
+
+    func run() async throws {
+        let (raftHost, raftPort) = try Self.endpoint(listen)
+        let (httpHost, httpPort) = try Self.endpoint(http)
+        var members: [NodeID: (host: String, port: Int)] = [:]
+        for item in peers.split(separator: ",") {
+            let parts = item.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, let peer = UInt64(parts[0]), peer > 0 else {
+                throw ValidationError("--peers: '\(item)' is not ID=HOST:PORT")
+            }
+            members[peer] = try Self.endpoint(String(parts[1]))
+        }
+        guard members[id] != nil else { throw ValidationError("--peers must name this node (\(id))") }
+        var raft = RaftOptions()
+        raft.electionTimeout = .milliseconds(electionTimeoutMs)
+        raft.heartbeatInterval = .milliseconds(max(1, electionTimeoutMs / 10))
+        try raft.validate()
+        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGINT)
+        sigprocmask(SIG_UNBLOCK, &signals, nil)
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "divan.server")
+        logger[metadataKey: "node"] = "\(id)"
+        let server = RaftServer(
+            options: .init(
+                id: id, raftHost: raftHost, raftPort: raftPort, peers: members, httpHost: httpHost,
+                httpPort: httpPort, dataDirectory: dataDir, raft: raft),
+            logger: logger)
+        let services = ServiceGroup(
+            configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await services.run()
+    }
+
+    static func endpoint(_ text: String) throws -> (String, Int) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (0...65_535).contains(port) else {
+            throw ValidationError("'\(text)' is not HOST:PORT")
+        }
+        return (String(text[..<colon]), port)
+    }
+}
