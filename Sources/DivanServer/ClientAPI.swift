@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Prometheus
 import Raft
 import RaftCore
 
@@ -9,7 +10,8 @@ import RaftCore
 /// - `GET /kv/KEY`: a linearizable read (ReadIndex on whatever role this node has);
 /// - `PUT /kv/KEY` with the value as body, `DELETE /kv/KEY`: replicated writes through the leader;
 /// - `GET /status`: role, term, leader, commit and applied indexes, followers (JSON);
-/// - `GET /ready`: 200 once the node knows a leader.
+/// - `GET /ready`: 200 once the node knows a leader;
+/// - `GET /metrics`: the runtime's swift-metrics in Prometheus text format.
 ///
 /// Failures answer 503 with a header `divan-outcome: definite` (it did not happen; retry anywhere) or
 /// `divan-outcome: indefinite` (it may have happened), and for "not leader" a `divan-leader` hint.
@@ -21,20 +23,29 @@ public enum ClientAPI {
         public var headers: [(String, String)] = []
     }
 
-    public static func bind(group: RaftGroup, map: ReplicatedMap, on loops: EventLoopGroup, host: String, port: Int) async throws -> Channel {
+    public static func bind(
+        group: RaftGroup, map: ReplicatedMap, metrics: PrometheusCollectorRegistry, on loops: EventLoopGroup, host: String, port: Int
+    ) async throws -> Channel {
         try await ServerBootstrap(group: loops)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(ClientAPIHandler(group: group, map: map))
+                    try channel.pipeline.syncOperations.addHandler(ClientAPIHandler(group: group, map: map, metrics: metrics))
                 }
             }
             .bind(host: host, port: port).get()
     }
 
-    public static func answer(method: HTTPMethod, path: String, body: String, group: RaftGroup, map: ReplicatedMap) async -> Response {
+    public static func answer(
+        method: HTTPMethod, path: String, body: String, group: RaftGroup, map: ReplicatedMap, metrics: PrometheusCollectorRegistry
+    ) async -> Response {
         if path == "/status" { return Response(status: .ok, body: await statusJSON(group)) }
+        if path == "/metrics" {
+            var text: [UInt8] = []
+            metrics.emit(into: &text)
+            return Response(status: .ok, body: String(decoding: text, as: UTF8.self))
+        }
         if path == "/ready" {
             return await group.status.leader == nil
                 ? Response(status: .serviceUnavailable, body: "no leader\n") : Response(status: .ok, body: "ready\n")
@@ -96,12 +107,14 @@ final class ClientAPIHandler: ChannelInboundHandler {
 
     let group: RaftGroup
     let map: ReplicatedMap
+    let metrics: PrometheusCollectorRegistry
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
 
-    init(group: RaftGroup, map: ReplicatedMap) {
+    init(group: RaftGroup, map: ReplicatedMap, metrics: PrometheusCollectorRegistry) {
         self.group = group
         self.map = map
+        self.metrics = metrics
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -114,7 +127,7 @@ final class ClientAPIHandler: ChannelInboundHandler {
         case .end:
             guard let head else { return }
             let channel = context.channel
-            let group = group, map = map
+            let group = group, map = map, metrics = metrics
             let path = String(head.uri.prefix { $0 != "?" })
             let method = head.method
             let text = String(decoding: body, as: UTF8.self)
@@ -122,7 +135,7 @@ final class ClientAPIHandler: ChannelInboundHandler {
             // Stop reading until this answer is written, so answers leave in request order.
             channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
             Task {
-                let response = await ClientAPI.answer(method: method, path: path, body: text, group: group, map: map)
+                let response = await ClientAPI.answer(method: method, path: path, body: text, group: group, map: map, metrics: metrics)
                 var headers = HTTPHeaders()
                 headers.add(name: "content-type", value: "text/plain")
                 headers.add(name: "content-length", value: "\(response.body.utf8.count)")

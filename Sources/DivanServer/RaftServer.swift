@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import Prometheus
 import Raft
 import RaftCore
 import RaftStorage
@@ -42,10 +43,13 @@ public final class RaftServer: Service {
     public static let group: UInt64 = 1
     let options: Options
     let logger: Logger
+    let metrics: PrometheusCollectorRegistry
 
-    public init(options: Options, logger: Logger) {
+    /// `metrics` is the registry the process bootstrapped swift-metrics with; `/metrics` shows it.
+    public init(options: Options, logger: Logger, metrics: PrometheusCollectorRegistry) {
         self.options = options
         self.logger = logger
+        self.metrics = metrics
     }
 
     /// Runs until graceful shutdown (SIGTERM, SIGINT), then stops accepting, finishes the log's
@@ -72,7 +76,7 @@ public final class RaftServer: Service {
         }
         let ticker = RaftTicker(interval: options.raft.heartbeatInterval)
         try await group.start(ticker: ticker)
-        let http = try await ClientAPI.bind(group: group, map: map, on: loops, host: options.httpHost, port: options.httpPort)
+        let http = try await ClientAPI.bind(group: group, map: map, metrics: metrics, on: loops, host: options.httpHost, port: options.httpPort)
         logger.notice("serving", metadata: [
             "raft": "\(address)", "http": "\(http.localAddress.map { "\($0)" } ?? "?")",
             "data": "\(options.dataDirectory)",

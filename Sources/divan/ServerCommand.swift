@@ -2,6 +2,8 @@ import ArgumentParser
 import DivanServer
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import Raft
 import RaftCore
 import ServiceLifecycle
@@ -67,13 +69,15 @@ struct ServerCommand: AsyncParsableCommand {
             handler.logLevel = level
             return handler
         }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         var logger = Logger(label: "divan.server")
         logger[metadataKey: "node"] = "\(id)"
         let server = RaftServer(
             options: .init(
                 id: id, raftHost: raftHost, raftPort: raftPort, peers: members, httpHost: httpHost,
                 httpPort: httpPort, dataDirectory: dataDir, raft: raft),
-            logger: logger)
+            logger: logger, metrics: registry)
         let services = ServiceGroup(
             configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await services.run()
