@@ -164,15 +164,16 @@ public final class TCPTransport: Sendable {
 
     private func write(_ messages: [GroupMessage], to channel: any Channel, peer: Peer) {
         let (frames, oversized) = FrameEncoder.encodeBatches(messages, maximumFrameSize: configuration.maximumFrameSize)
-        for frame in frames {
-            channel.write(channel.allocator.buffer(bytes: frame), promise: nil)
-        }
-        channel.flush()
+        // Counted before writing, so a peer never sees a frame the counters do not show yet.
         counters.withLockedValue {
             $0.framesSent += frames.count
             $0.messagesSent += messages.count - oversized.count
             $0.oversizedMessageDrops += oversized.count
         }
+        for frame in frames {
+            channel.write(channel.allocator.buffer(bytes: frame), promise: nil)
+        }
+        channel.flush()
         if !oversized.isEmpty {
             logger.warning(
                 "dropped messages larger than the maximum frame size",
