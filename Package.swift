@@ -114,6 +114,17 @@ let package = Package(
         .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"]),
         .testTarget(name: "ChecksumTests", dependencies: ["Checksum"]),
         .testTarget(name: "IntegrationTests"),
+        .testTarget(
+            name: "RaftTransportTests",
+            dependencies: [
+                "RaftTransport",
+                "RaftCore",
+                "Checksum",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "RaftCore", "Checksum"]),
         .testTarget(
             name: "MeshTests",
