@@ -20,6 +20,8 @@ public final class RaftServer: Service {
         public var raftPort: Int
         /// Every voter of the group, this one included: id → (host, port).
         public var peers: [NodeID: (host: String, port: Int)]
+        /// SOFAJRaft election priorities by node (-1 off, 0 never leader); empty means plain Raft.
+        public var priorities: [NodeID: ElectionPriority] = [:]
         public var httpHost: String
         public var httpPort: Int
         public var dataDirectory: String
@@ -65,7 +67,7 @@ public final class RaftServer: Service {
             receiver: { group, message in router.deliver(message, group: group) },
             onPeerUnreachable: { peer in router.reportUnreachable(peer) })
         let map = ReplicatedMap()
-        let membership = Membership(voters: Array(options.peers.keys))
+        let membership = Membership(voters: Array(options.peers.keys), priorities: options.priorities)
         let group = try await RaftGroup(
             group: Self.group, id: options.id, bootstrap: membership, options: options.raft, log: log,
             snapshots: snapshots, sender: TransportSender(transport: transport), stateMachine: map)

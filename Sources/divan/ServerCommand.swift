@@ -31,6 +31,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Every voter, this node included: ID=HOST:PORT,...")
     var peers: String
 
+    @Option(help: "Election priorities, SOFAJRaft style (-1 off, 0 never leader): ID=PRIORITY,...")
+    var priorities: String?
+
     @Option(help: "Directory for the write-ahead log and snapshots.")
     var dataDir: String
 
@@ -52,6 +55,14 @@ struct ServerCommand: AsyncParsableCommand {
             members[peer] = try Self.endpoint(String(parts[1]))
         }
         guard members[id] != nil else { throw ValidationError("--peers must name this node (\(id))") }
+        var electionPriorities: [NodeID: ElectionPriority] = [:]
+        for item in (priorities ?? "").split(separator: ",") {
+            let parts = item.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, let peer = UInt64(parts[0]), let value = Int(parts[1]), value >= -1 else {
+                throw ValidationError("--priorities: '\(item)' is not ID=PRIORITY with PRIORITY >= -1")
+            }
+            electionPriorities[peer] = ElectionPriority(value)
+        }
         var raft = RaftOptions()
         raft.electionTimeout = .milliseconds(electionTimeoutMs)
         raft.heartbeatInterval = .milliseconds(max(1, electionTimeoutMs / 10))
@@ -73,10 +84,12 @@ struct ServerCommand: AsyncParsableCommand {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         var logger = Logger(label: "divan.server")
         logger[metadataKey: "node"] = "\(id)"
+        var serverOptions = RaftServer.Options(
+            id: id, raftHost: raftHost, raftPort: raftPort, peers: members, httpHost: httpHost,
+            httpPort: httpPort, dataDirectory: dataDir, raft: raft)
+        serverOptions.priorities = electionPriorities
         let server = RaftServer(
-            options: .init(
-                id: id, raftHost: raftHost, raftPort: raftPort, peers: members, httpHost: httpHost,
-                httpPort: httpPort, dataDirectory: dataDir, raft: raft),
+            options: serverOptions,
             logger: logger, metrics: registry)
         let services = ServiceGroup(
             configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

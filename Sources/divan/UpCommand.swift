@@ -24,6 +24,9 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "Election timeout in milliseconds.")
     var electionTimeoutMs = 1_000
 
+    @Option(help: "Election priorities passed to every node, e.g. 1=100,2=50,3=50.")
+    var priorities: String?
+
     @Flag(help: "Stop the cluster after the demonstration instead of running until Ctrl-C.")
     var exitAfterDemo = false
 
@@ -37,7 +40,7 @@ struct UpCommand: AsyncParsableCommand {
             return
         }
         let directory = dataDir ?? NSTemporaryDirectory() + "divan-up-\(getpid())"
-        let cluster = try LocalProcessCluster(directory: directory, electionTimeoutMs: electionTimeoutMs)
+        let cluster = try LocalProcessCluster(directory: directory, electionTimeoutMs: electionTimeoutMs, priorities: priorities)
         defer {
             cluster.stopAll()
             if dataDir == nil { try? FileManager.default.removeItem(atPath: directory) }
@@ -69,12 +72,14 @@ final class LocalProcessCluster: @unchecked Sendable {
 
     let directory: String
     let electionTimeoutMs: Int
+    let priorities: String?
     var nodes: [Node] = []
     let executable: String
 
-    init(directory: String, electionTimeoutMs: Int) throws {
+    init(directory: String, electionTimeoutMs: Int, priorities: String?) throws {
         self.directory = directory
         self.electionTimeoutMs = electionTimeoutMs
+        self.priorities = priorities
         executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let ports = try (0..<6).map { _ in try freeLoopbackPort() }
@@ -99,7 +104,7 @@ final class LocalProcessCluster: @unchecked Sendable {
             "server", "--id", "\(node.id)", "--listen", "127.0.0.1:\(node.raftPort)",
             "--http", "127.0.0.1:\(node.httpPort)", "--peers", peers, "--data-dir", "\(directory)/node-\(node.id)",
             "--election-timeout-ms", "\(electionTimeoutMs)", "--log-level", "warning",
-        ]
+        ] + (priorities.map { ["--priorities", $0] } ?? [])
         try process.run()
         nodes[index].process = process
     }
@@ -149,6 +154,15 @@ final class LocalProcessCluster: @unchecked Sendable {
         return String(json[range.upperBound...].prefix { $0 != "," && $0 != "}" })
     }
 
+    func waitForLeader(id: UInt64, within seconds: Double) async -> Node? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let leader = await leader(), leader.id == id { return leader }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return nil
+    }
+
     func waitForLeader(within seconds: Double) async -> Node? {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
@@ -195,6 +209,9 @@ final class LocalProcessCluster: @unchecked Sendable {
             if let value = await request(nodes[firstIndex], "GET", "/kv/river"), value.body == "Golden Horn" {
                 let city = await request(nodes[firstIndex], "GET", "/kv/city")?.body ?? ""
                 say("node \(first.id) caught up: river=\(value.body), city=\(city); no acknowledged write was lost")
+                if priorities != nil, let leader = await waitForLeader(id: first.id, within: 5 + 5 * electionSeconds) {
+                    say("node \(leader.id), of the highest priority, leads again (leader transfer)")
+                }
                 await printStatus()
                 return true
             }
