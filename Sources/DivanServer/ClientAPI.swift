@@ -11,7 +11,9 @@ import RaftCore
 /// - `PUT /kv/KEY` with the value as body, `DELETE /kv/KEY`: replicated writes through the leader;
 /// - `GET /status`: role, term, leader, commit and applied indexes, followers (JSON);
 /// - `GET /ready`: 200 once the node knows a leader;
-/// - `GET /metrics`: the runtime's swift-metrics in Prometheus text format.
+/// - `GET /metrics`: the runtime's swift-metrics in Prometheus text format;
+/// - `POST /membership` with lines `add-voter ID`, `add-learner ID`, `remove ID`: one membership
+///   change (joint consensus when it changes more than one voter), proposed on the leader.
 ///
 /// Failures answer 503 with a header `divan-outcome: definite` (it did not happen; retry anywhere) or
 /// `divan-outcome: indefinite` (it may have happened), and for "not leader" a `divan-leader` hint.
@@ -50,6 +52,18 @@ public enum ClientAPI {
             return await group.status.leader == nil
                 ? Response(status: .serviceUnavailable, body: "no leader\n") : Response(status: .ok, body: "ready\n")
         }
+        if path == "/membership" {
+            guard method == .POST else { return Response(status: .methodNotAllowed, body: "POST\n") }
+            do {
+                let change = try membershipChange(from: body)
+                try await group.changeMembership(change)
+                return Response(status: .ok, body: "proposed\n")
+            } catch let error as RaftError {
+                return failure(error)
+            } catch {
+                return Response(status: .badRequest, body: "\(error)\n")
+            }
+        }
         guard path.hasPrefix("/kv/"), path.count > 4 else { return Response(status: .notFound, body: "not found\n") }
         let key = String(path.dropFirst(4))
         do {
@@ -68,18 +82,45 @@ public enum ClientAPI {
                 return Response(status: .methodNotAllowed, body: "GET, PUT or DELETE\n")
             }
         } catch let error as RaftError {
-            var response = Response(status: .serviceUnavailable, body: "\(error)\n")
-            switch error {
-            case .definite(let failure):
-                response.headers.append(("divan-outcome", "definite"))
-                if case .notLeader(let hint?) = failure { response.headers.append(("divan-leader", "\(hint)")) }
-            case .indefinite:
-                response.headers.append(("divan-outcome", "indefinite"))
-            }
-            return response
+            return failure(error)
         } catch {
             return Response(status: .internalServerError, body: "\(error)\n")
         }
+    }
+
+    /// 503 with whether the request may have taken effect, and the leader when known.
+    static func failure(_ error: RaftError) -> Response {
+        var response = Response(status: .serviceUnavailable, body: "\(error)\n")
+        switch error {
+        case .definite(let failure):
+            response.headers.append(("divan-outcome", "definite"))
+            if case .notLeader(let hint?) = failure { response.headers.append(("divan-leader", "\(hint)")) }
+        case .indefinite:
+            response.headers.append(("divan-outcome", "indefinite"))
+        }
+        return response
+    }
+
+    /// A request body that names no valid change.
+    struct MembershipRequestError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func membershipChange(from body: String) throws -> ConfigurationChange {
+        let steps = try body.split(whereSeparator: \.isNewline).filter { !$0.isEmpty }.map { line -> ConfigurationStep in
+            let words = line.split(separator: " ")
+            guard words.count == 2, let node = UInt64(words[1]), node > 0 else {
+                throw MembershipRequestError(description: "'\(line)' is not 'add-voter|add-learner|remove ID'")
+            }
+            switch words[0] {
+            case "add-voter": return .addVoter(node)
+            case "add-learner": return .addLearner(node)
+            case "remove": return .remove(node)
+            default: throw MembershipRequestError(description: "unknown change '\(words[0])'")
+            }
+        }
+        guard !steps.isEmpty else { throw MembershipRequestError(description: "no change given") }
+        return ConfigurationChange(steps)
     }
 
     static func statusJSON(_ group: RaftGroup) async -> String {

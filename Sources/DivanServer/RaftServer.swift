@@ -22,6 +22,8 @@ public final class RaftServer: Service {
         public var peers: [NodeID: (host: String, port: Int)]
         /// SOFAJRaft election priorities by node (-1 off, 0 never leader); empty means plain Raft.
         public var priorities: [NodeID: ElectionPriority] = [:]
+        /// The founding voters; nil when this node joins an existing group (it waits to be added).
+        public var founders: [NodeID]?
         public var httpHost: String
         public var httpPort: Int
         public var dataDirectory: String
@@ -67,7 +69,7 @@ public final class RaftServer: Service {
             receiver: { group, message in router.deliver(message, group: group) },
             onPeerUnreachable: { peer in router.reportUnreachable(peer) })
         let map = ReplicatedMap()
-        let membership = Membership(voters: Array(options.peers.keys), priorities: options.priorities)
+        let membership = options.founders.map { Membership(voters: $0, priorities: options.priorities) }
         let group = try await RaftGroup(
             group: Self.group, id: options.id, bootstrap: membership, options: options.raft, log: log,
             snapshots: snapshots, sender: TransportSender(transport: transport), stateMachine: map)

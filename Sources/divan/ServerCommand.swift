@@ -28,8 +28,14 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "HOST:PORT of the HTTP client API.")
     var http: String
 
-    @Option(help: "Every voter, this node included: ID=HOST:PORT,...")
+    @Option(help: "The address of every node of the group, this one included: ID=HOST:PORT,...")
     var peers: String
+
+    @Option(help: "The founding voters (default: every node in --peers), e.g. 1,2,3.")
+    var voters: String?
+
+    @Flag(help: "Join an existing group: start empty and wait for the leader to add this node.")
+    var join = false
 
     @Option(help: "Election priorities, SOFAJRaft style (-1 off, 0 never leader): ID=PRIORITY,...")
     var priorities: String?
@@ -88,6 +94,17 @@ struct ServerCommand: AsyncParsableCommand {
             id: id, raftHost: raftHost, raftPort: raftPort, peers: members, httpHost: httpHost,
             httpPort: httpPort, dataDirectory: dataDir, raft: raft)
         serverOptions.priorities = electionPriorities
+        if !join {
+            let founders = try voters.map { list in
+                try list.split(separator: ",").map { item -> NodeID in
+                    guard let peer = UInt64(item), members[peer] != nil else {
+                        throw ValidationError("--voters: '\(item)' is not a node of --peers")
+                    }
+                    return peer
+                }
+            } ?? Array(members.keys)
+            serverOptions.founders = founders
+        }
         let server = RaftServer(
             options: serverOptions,
             logger: logger, metrics: registry)

@@ -1,0 +1,135 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Testing
+
+/// Five `divan server` processes: three founders and two that join. Under a steady write load the
+/// group grows from 3 to 5 voters (joint consensus) and shrinks back; no acknowledged write is lost.
+@Suite(.serialized) struct MembershipProcessTests {
+    final class Servers {
+        let directory = NSTemporaryDirectory() + "divan-members-\(UUID().uuidString)"
+        var raftPorts: [Int] = []
+        var httpPorts: [Int] = []
+        var processes: [Int: Process] = [:]
+
+        init() throws {
+            for _ in 0..<5 {
+                raftPorts.append(try freePort())
+                httpPorts.append(try freePort())
+            }
+        }
+
+        deinit {
+            for process in processes.values where process.isRunning {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+            }
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+
+        func start(_ id: Int, joining: Bool) throws {
+            let process = Process()
+            process.executableURL = divanExecutable
+            let peers = (1...5).map { "\($0)=127.0.0.1:\(raftPorts[$0 - 1])" }.joined(separator: ",")
+            process.arguments = [
+                "server", "--id", "\(id)", "--listen", "127.0.0.1:\(raftPorts[id - 1])",
+                "--http", "127.0.0.1:\(httpPorts[id - 1])", "--peers", peers, "--data-dir", "\(directory)/node-\(id)",
+                "--election-timeout-ms", "500", "--log-level", "warning",
+            ] + (joining ? ["--join"] : ["--voters", "1,2,3"])
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            processes[id] = process
+        }
+
+        func request(_ id: Int, _ method: String, _ path: String, body: String? = nil) async -> (Int, String)? {
+            var request = URLRequest(url: URL(string: "http://127.0.0.1:\(httpPorts[id - 1])\(path)")!)
+            request.httpMethod = method
+            request.httpBody = body.map { Data($0.utf8) }
+            request.timeoutInterval = 5
+            guard let (data, response) = try? await URLSession.shared.data(for: request),
+                  let http = response as? HTTPURLResponse else { return nil }
+            return (http.statusCode, String(decoding: data, as: UTF8.self))
+        }
+
+        /// The leader as node 1 reports it.
+        func leader() async -> Int? {
+            for id in 1...3 {
+                guard let (_, body) = await request(id, "GET", "/status"),
+                      let range = body.range(of: "\"leader\": ") else { continue }
+                if let leader = Int(body[range.upperBound...].prefix { $0.isNumber }) { return leader }
+            }
+            return nil
+        }
+
+        func voters(on id: Int) async -> String? {
+            guard let (_, body) = await request(id, "GET", "/status"), let range = body.range(of: "\"voters\": ") else { return nil }
+            return String(body[range.upperBound...].prefix { $0 != "]" }) + "]"
+        }
+
+        func waitUntil(_ seconds: Double = 30, _ condition: () async -> Bool) async throws {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                if await condition() { return }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            throw TimedOut()
+        }
+
+        struct TimedOut: Error {}
+    }
+
+    @Test func growingToFiveVotersAndBackLosesNoAcknowledgedWrite() async throws {
+        let servers = try Servers()
+        for id in 1...3 { try servers.start(id, joining: false) }
+        for id in 4...5 { try servers.start(id, joining: true) }
+        try await servers.waitUntil { await servers.leader() != nil }
+
+        var acknowledged: [String: String] = [:]
+        var next = 0
+        func writeSome(_ count: Int) async {
+            for _ in 0..<count {
+                next += 1
+                guard let leader = await servers.leader(),
+                      let (status, _) = await servers.request(leader, "PUT", "/kv/k\(next)", body: "v\(next)"),
+                      status == 200 else { continue }
+                acknowledged["k\(next)"] = "v\(next)"
+            }
+        }
+
+        await writeSome(20)
+        let leader = try #require(await servers.leader())
+        let grow = await servers.request(leader, "POST", "/membership", body: "add-voter 4\nadd-voter 5\n")
+        #expect(grow?.0 == 200, "\(String(describing: grow))")
+        await writeSome(20)
+        try await servers.waitUntil { await servers.voters(on: 4) == "[1, 2, 3, 4, 5]" }
+
+        await writeSome(20)
+        let current = try #require(await servers.leader())
+        try await servers.waitUntil {
+            await servers.request(current, "POST", "/membership", body: "remove 4\nremove 5\n")?.0 == 200
+        }
+        await writeSome(20)
+        try await servers.waitUntil { await servers.voters(on: 1) == "[1, 2, 3]" }
+
+        #expect(acknowledged.count >= 60, "too few writes succeeded: \(acknowledged.count)")
+        for (key, value) in acknowledged.sorted(by: { $0.key < $1.key }) {
+            let read = await servers.request(1, "GET", "/kv/\(key)")
+            #expect(read?.1 == value, "\(key): \(String(describing: read))")
+        }
+    }
+}
+
+/// A loopback port the OS picked and that was free a moment ago.
+func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+    withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(fd, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
