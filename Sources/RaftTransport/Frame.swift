@@ -22,7 +22,7 @@ public enum Frame: Sendable, Hashable {
 
 /// Constants of the frame format, version 1. See docs/transport.md.
 public enum FrameFormat {
-    /// "DVNR" read as big-endian bytes, so a hex dump shows the letters.
+    /// "DVNR" in ASCII, so a hex dump of a capture shows where frames start.
     public static let magic: [UInt8] = Array("DVNR".utf8)
     /// The only version this build speaks; a peer with another version is refused, not guessed at.
     public static let version: UInt8 = 1

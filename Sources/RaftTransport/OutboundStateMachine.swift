@@ -42,6 +42,9 @@ struct OutboundStateMachine<Connection: AnyObject & Sendable>: Sendable {
     private(set) var phase: Phase = .idle
     private var queue = CircularBuffer<GroupMessage>()
     private var isFlushScheduled = false
+    /// False while the socket's send buffer is above its high-water mark: messages then wait in the
+    /// bounded queue here rather than piling up, unbounded, in the channel.
+    private var isWritable = true
     let maximumQueuedMessages: Int
     let backoff: Backoff
 
@@ -69,7 +72,7 @@ struct OutboundStateMachine<Connection: AnyObject & Sendable>: Sendable {
             return (.none, dropped)
         case .connected(let connection):
             // One flush per event-loop turn: everything queued before it runs goes out as one frame.
-            if isFlushScheduled { return (.none, dropped) }
+            if isFlushScheduled || !isWritable { return (.none, dropped) }
             isFlushScheduled = true
             return (.scheduleFlush(connection), dropped)
         }
@@ -95,6 +98,7 @@ struct OutboundStateMachine<Connection: AnyObject & Sendable>: Sendable {
         guard case .connecting = phase else { return .close(connection) }
         phase = .connected(connection)
         isFlushScheduled = false
+        isWritable = true
         let pending = Array(queue)
         queue.removeAll(keepingCapacity: true)
         return .handshake(connection, then: pending)
@@ -102,7 +106,18 @@ struct OutboundStateMachine<Connection: AnyObject & Sendable>: Sendable {
 
     mutating func flushDue() -> FlushAction {
         isFlushScheduled = false
-        guard case .connected(let connection) = phase, !queue.isEmpty else { return .none }
+        return takeQueue()
+    }
+
+    /// The connection's send buffer crossed a watermark; once it drains, what queued meanwhile goes out.
+    mutating func writabilityChanged(_ connection: Connection, isWritable: Bool) -> FlushAction {
+        guard case .connected(let current) = phase, current === connection else { return .none }
+        self.isWritable = isWritable
+        return takeQueue()
+    }
+
+    private mutating func takeQueue() -> FlushAction {
+        guard case .connected(let connection) = phase, isWritable, !queue.isEmpty else { return .none }
         let pending = Array(queue)
         queue.removeAll(keepingCapacity: true)
         return .write(connection, pending)
@@ -142,26 +157,5 @@ struct OutboundStateMachine<Connection: AnyObject & Sendable>: Sendable {
         }
         if case .connected(let connection) = phase { return connection }
         return nil
-    }
-}
-
-/// Capped exponential backoff for reconnecting to a peer.
-public struct Backoff: Sendable, Hashable {
-    /// The delay after the first failure.
-    public var initial: TimeAmount
-    /// The cap, so a peer that comes back is found again within this long.
-    public var maximum: TimeAmount
-
-    public init(initial: TimeAmount = .milliseconds(50), maximum: TimeAmount = .seconds(2)) {
-        precondition(initial.nanoseconds > 0 && maximum >= initial, "backoff needs 0 < initial <= maximum")
-        self.initial = initial
-        self.maximum = maximum
-    }
-
-    /// The delay before retry number `attempt + 1`: initial × 2^attempt, capped.
-    public func delay(attempt: Int) -> TimeAmount {
-        let shift = min(attempt, 32)
-        let (scaled, overflow) = initial.nanoseconds.multipliedReportingOverflow(by: Int64(1) << shift)
-        return overflow ? maximum : min(.nanoseconds(scaled), maximum)
     }
 }

@@ -151,6 +151,15 @@ public final class TCPTransport: Sendable {
             connection.channel.closeFuture.whenComplete { _ in
                 self.failed(peer, peer.machine.withLockedValue { $0.connectionClosed(connection) }, error: nil)
             }
+            // Connect results arrive on the channel's own loop (the bootstrap's), so the pipeline is ours here.
+            connection.channel.eventLoop.preconditionInEventLoop()
+            try? connection.channel.pipeline.syncOperations.addHandler(
+                WritabilityHandler { isWritable in
+                    let action = peer.machine.withLockedValue { $0.writabilityChanged(connection, isWritable: isWritable) }
+                    if case .write(let connection, let messages) = action {
+                        self.write(messages, to: connection.channel, peer: peer)
+                    }
+                })
             let handshake = FrameEncoder.encode(.handshake(node: configuration.node))
             connection.channel.write(connection.channel.allocator.buffer(bytes: handshake), promise: nil)
             write(pending, to: connection.channel, peer: peer)
@@ -195,6 +204,25 @@ public final class TCPTransport: Sendable {
         peer.eventLoop.scheduleTask(in: delay) {
             if peer.machine.withLockedValue({ $0.retryDue() }) { self.connect(peer) }
         }
+    }
+}
+
+/// Tells the transport when an outgoing connection's send buffer fills up or drains.
+final class WritabilityHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let onChange: @Sendable (Bool) -> Void
+
+    init(onChange: @escaping @Sendable (Bool) -> Void) { self.onChange = onChange }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        onChange(context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Outgoing connections carry no traffic back; bytes from the peer mean it is not a Divan transport.
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.close(promise: nil)
     }
 }
 

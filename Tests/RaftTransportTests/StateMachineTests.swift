@@ -46,6 +46,19 @@ final class FakeConnection: Sendable {}
         guard case .scheduleFlush = machine.enqueue(Self.message()).action else { Issue.record("next turn flushes again"); return }
     }
 
+    @Test func aFullSendBufferHoldsMessagesInTheBoundedQueueUntilItDrains() {
+        var (machine, connection) = Self.connected(limit: 3)
+        guard case .none = machine.writabilityChanged(connection, isWritable: false) else { Issue.record("nothing to write"); return }
+        for group in 1...5 {
+            guard case .none = machine.enqueue(Self.message(group: UInt64(group))).action else { Issue.record("no flush while full"); return }
+        }
+        guard case .none = machine.flushDue() else { Issue.record("no write while full"); return }
+        #expect(machine.queuedCount == 3)
+        guard case .none = machine.writabilityChanged(FakeConnection(), isWritable: true) else { Issue.record("other connection"); return }
+        guard case .write(_, let messages) = machine.writabilityChanged(connection, isWritable: true) else { Issue.record("expected a write"); return }
+        #expect(messages.map(\.group) == [3, 4, 5])
+    }
+
     @Test func overflowDropsTheOldestReplicationMessageFirst() {
         var (machine, _) = Self.connected(limit: 3)
         _ = machine.enqueue(Self.message(.voteRequest(.init(isPreVote: false, lastIndex: 1, lastTerm: 1, isTransfer: false)), group: 1))

@@ -208,6 +208,42 @@ func sendRaw(_ bytes: [UInt8], to address: SocketAddress, on group: any EventLoo
         }
     }
 
+    @Test func aPeerThatStopsReadingFillsOnlyTheBoundedQueue() async throws {
+        // A "peer" that accepts and never reads: the kernel's buffers fill, then the channel's.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let silent = try await ServerBootstrap(group: group)
+            .childChannelOption(.autoRead, value: false)
+            .bind(host: "127.0.0.1", port: 0).get()
+        let inbox = Inbox(knownGroups: nil)
+        let transport = TCPTransport(
+            configuration: TransportConfiguration(node: 1, maximumQueuedMessagesPerPeer: 16),
+            eventLoopGroup: group, logger: Logger(label: "divan.transport.test"),
+            receiver: { inbox.receive($0, $1) }, onPeerUnreachable: { inbox.reportUnreachable($0) })
+        do {
+            transport.setPeer(2, address: silent.localAddress!)
+            let entry = Entry(term: 1, index: 1, payload: .normal(Array(repeating: 7, count: 64 * 1024)))
+            let append = Samples.message(.append(Message.Append(previousIndex: 0, previousTerm: 0, entries: [entry], commit: 0)))
+            // One send per event-loop turn, 64 MiB in all: far more than the kernel's socket buffers
+            // hold. Without back-pressure every message would be written into the channel's buffer.
+            let sends = 1_000
+            for _ in 0..<sends {
+                try await group.next().submit { transport.send(append, group: 1, to: 2) }.get()
+            }
+            let statistics = transport.statistics
+            #expect(statistics.queueOverflowDrops > 0)
+            #expect(statistics.messagesSent < sends / 2, "most messages never reached the channel")
+            #expect(statistics.messagesSent + statistics.queueOverflowDrops + 16 >= sends)
+        } catch {
+            await transport.shutdown()
+            try await silent.close()
+            try await group.shutdownGracefully()
+            throw error
+        }
+        await transport.shutdown()
+        try await silent.close()
+        try await group.shutdownGracefully()
+    }
+
     @Test func reconnectsAfterThePeerRestarts() async throws {
         try await withNodes([1]) { nodes in
             let a = nodes[0]
