@@ -25,6 +25,7 @@ public actor RaftGroup {
     /// Set when the state machine or the disk failed: the group stops serving until restarted.
     public private(set) var failure: String?
     var replicatorListeners: [any ReplicatorStateListener] = []
+    var leaderListeners: [@Sendable (_ leader: NodeID?, _ term: UInt64) -> Void] = []
     var isProcessing = false
     var isStopped = false
     var ticker: RaftTicker?
@@ -161,6 +162,11 @@ public actor RaftGroup {
 
     public func addReplicatorStateListener(_ listener: any ReplicatorStateListener) {
         replicatorListeners.append(listener)
+    }
+
+    /// Calls `listener` with the new leader (nil while none is known) and term whenever it changes.
+    public func addLeaderChangeListener(_ listener: @escaping @Sendable (_ leader: NodeID?, _ term: UInt64) -> Void) {
+        leaderListeners.append(listener)
     }
 
     /// Feeds a message from a peer.
@@ -350,8 +356,9 @@ public actor RaftGroup {
             logger[metadataKey: "term"] = "\(term)"
             logger.info("role changed", metadata: ["role": "\(role.rawValue)"])
             if role == .leader { stateMachine.leaderStarted(term: term) }
-        case .leaderChanged(let leader, _):
+        case .leaderChanged(let leader, let term):
             metrics.leaderChanges.increment()
+            for listener in leaderListeners { listener(leader, term) }
             logger.info("leader changed", metadata: ["leader": "\(leader.map(String.init) ?? "none")"])
             if leader != id { failPendingAppliesAfterLeadershipLoss() }
         case .messageDropped(let from, let reason):

@@ -161,11 +161,15 @@ final class LocalCluster: @unchecked Sendable {
         let first = try await cluster.leader()
         for value in 1...10 { _ = try await first.apply(ReplicatedMap.Command.put(key: "n", value: "\(value)").encoded) }
         let firstID = first.id
+        let survivor = [NodeID(1), 2, 3].first { $0 != firstID }!
+        let leaders = Mutex<[NodeID?]>([])
+        await cluster.groups[survivor]!.addLeaderChangeListener { leader, _ in leaders.withLock { $0.append(leader) } }
         await cluster.stop(firstID)
         // How fast a new leader comes is bounded in virtual time by the simulator; wall-clock bounds
         // belong to the tests over real processes, not to a test runner sharing its threads.
         let second = try await cluster.leader()
         #expect(second.id != firstID)
+        try await cluster.waitUntil { leaders.withLock { $0.last } == second.id }
         _ = try await second.apply(ReplicatedMap.Command.put(key: "n", value: "11").encoded)
 
         // The old leader restarts from its own log and catches up.
@@ -199,6 +203,7 @@ final class LocalCluster: @unchecked Sendable {
         let leader = try await cluster.leader()
         let events = RecordingListener()
         await leader.addReplicatorStateListener(events)
+
         let follower = [NodeID(1), 2, 3].first { $0 != leader.id }!
         await cluster.stop(follower)
         try await cluster.waitUntil { events.events.contains("\(follower) offline") }
@@ -206,6 +211,7 @@ final class LocalCluster: @unchecked Sendable {
         try await cluster.waitUntil { events.events.contains("\(follower) online") }
         let forFollower = events.events.filter { $0.hasPrefix("\(follower) ") }
         #expect(forFollower.firstIndex(of: "\(follower) offline")! < forFollower.lastIndex(of: "\(follower) online")!)
+
         for id in NodeID(1)...3 { await cluster.stop(id) }
     }
 
