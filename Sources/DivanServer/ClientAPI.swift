@@ -125,9 +125,11 @@ public enum ClientAPI {
 
     static func statusJSON(_ group: RaftGroup) async -> String {
         let status = await group.status
+        let contacts = await group.timeSinceLastContact
         let followers = status.followers.keys.sorted().map { peer -> String in
             let follower = status.followers[peer]!
-            return "\"\(peer)\": {\"match\": \(follower.match), \"state\": \"\(follower.state)\", \"online\": \(follower.isOnline)}"
+            let contact = contacts[peer].map { "\(Int($0 / .milliseconds(1)))" } ?? "null"
+            return "\"\(peer)\": {\"match\": \(follower.match), \"state\": \"\(follower.state)\", \"online\": \(follower.isOnline), \"last_contact_ms\": \(contact)}"
         }
         let failure = await group.failure.map { "\"\($0)\"" } ?? "null"
         return """

@@ -26,6 +26,8 @@ public actor RaftGroup {
     public private(set) var failure: String?
     var replicatorListeners: [any ReplicatorStateListener] = []
     var leaderListeners: [@Sendable (_ leader: NodeID?, _ term: UInt64) -> Void] = []
+    /// When a message from each peer last arrived.
+    var lastContact: [NodeID: ContinuousClock.Instant] = [:]
     var isProcessing = false
     var isStopped = false
     var ticker: RaftTicker?
@@ -172,6 +174,7 @@ public actor RaftGroup {
     /// Feeds a message from a peer.
     public func receive(_ message: Message) async {
         guard !isStopped else { return }
+        lastContact[message.from] = .now
         node.step(message)
         await process()
     }
@@ -262,6 +265,12 @@ public actor RaftGroup {
     }
 
     public var status: RaftStatus { node.status }
+
+    /// How long ago each peer was last heard from (any message), for status pages.
+    public var timeSinceLastContact: [NodeID: Duration] {
+        let now = ContinuousClock.now
+        return lastContact.mapValues { now - $0 }
+    }
 
     func timeOutApply(index: UInt64, after timeout: Duration) {
         pendingApplies.removeValue(forKey: index)?.continuation.resume(throwing: RaftError.indefinite(.timedOut(after: timeout)))
