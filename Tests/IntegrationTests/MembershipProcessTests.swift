@@ -1,3 +1,4 @@
+import DivanServer
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -15,8 +16,8 @@ import Testing
 
         init() throws {
             for _ in 0..<5 {
-                raftPorts.append(try freePort())
-                httpPorts.append(try freePort())
+                raftPorts.append(try freeLoopbackPort())
+                httpPorts.append(try freeLoopbackPort())
             }
         }
 
@@ -119,17 +120,4 @@ import Testing
             #expect(read?.1 == value, "\(key): \(String(describing: read))")
         }
     }
-}
-
-/// A loopback port the OS picked and that was free a moment ago.
-func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-    withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(fd, $0, &length) } }
-    return Int(UInt16(bigEndian: address.sin_port))
 }
