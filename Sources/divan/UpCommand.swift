@@ -1,9 +1,6 @@
 import ArgumentParser
 import DivanServer
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import RaftSimulation
 import Synchronization
 
@@ -129,13 +126,7 @@ final class LocalProcessCluster: @unchecked Sendable {
     // MARK: - HTTP
 
     func request(_ node: Node, _ method: String, _ path: String, body: String? = nil) async -> (status: Int, body: String)? {
-        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(node.httpPort)\(path)")!)
-        request.httpMethod = method
-        request.httpBody = body.map { Data($0.utf8) }
-        request.timeoutInterval = 5
-        guard let (data, response) = try? await URLSession.shared.data(for: request),
-              let http = response as? HTTPURLResponse else { return nil }
-        return (http.statusCode, String(decoding: data, as: UTF8.self))
+        await NodeHTTPClient.request(port: node.httpPort, method, path, body: body)
     }
 
     /// The node every live node agrees leads, if they agree.

@@ -1,8 +1,5 @@
 import DivanServer
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import Testing
 
 /// Five `divan server` processes: three founders and two that join. Under a steady write load the
@@ -45,13 +42,7 @@ import Testing
         }
 
         func request(_ id: Int, _ method: String, _ path: String, body: String? = nil) async -> (Int, String)? {
-            var request = URLRequest(url: URL(string: "http://127.0.0.1:\(httpPorts[id - 1])\(path)")!)
-            request.httpMethod = method
-            request.httpBody = body.map { Data($0.utf8) }
-            request.timeoutInterval = 5
-            guard let (data, response) = try? await URLSession.shared.data(for: request),
-                  let http = response as? HTTPURLResponse else { return nil }
-            return (http.statusCode, String(decoding: data, as: UTF8.self))
+            await NodeHTTPClient.request(port: httpPorts[id - 1], method, path, body: body)
         }
 
         /// The leader as node 1 reports it.
