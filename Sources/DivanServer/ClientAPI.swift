@@ -13,7 +13,8 @@ import RaftCore
 /// - `GET /ready`: 200 once the node knows a leader;
 /// - `GET /metrics`: the runtime's swift-metrics in Prometheus text format;
 /// - `POST /membership` with lines `add-voter ID`, `add-learner ID`, `remove ID`: one membership
-///   change (joint consensus when it changes more than one voter), proposed on the leader.
+///   change (joint consensus when it changes more than one voter), proposed on the leader;
+/// - `POST /snapshot`: snapshot the state machine now and compact the log it covers.
 ///
 /// Failures answer 503 with a header `divan-outcome: definite` (it did not happen; retry anywhere) or
 /// `divan-outcome: indefinite` (it may have happened), and for "not leader" a `divan-leader` hint.
@@ -51,6 +52,15 @@ public enum ClientAPI {
         if path == "/ready" {
             return await group.status.leader == nil
                 ? Response(status: .serviceUnavailable, body: "no leader\n") : Response(status: .ok, body: "ready\n")
+        }
+        if path == "/snapshot" {
+            guard method == .POST else { return Response(status: .methodNotAllowed, body: "POST\n") }
+            do {
+                let index = try await group.takeSnapshot()
+                return Response(status: .ok, body: index.map { "snapshot at \($0)\n" } ?? "nothing new to snapshot\n")
+            } catch {
+                return Response(status: .internalServerError, body: "\(error)\n")
+            }
         }
         if path == "/membership" {
             guard method == .POST else { return Response(status: .methodNotAllowed, body: "POST\n") }
@@ -135,7 +145,7 @@ public enum ClientAPI {
         return """
             {"id": \(status.id), "role": "\(status.role.rawValue)", "term": \(status.term), \
             "leader": \(status.leader.map(String.init) ?? "null"), "commit": \(status.commit), \
-            "applied": \(status.applied), "voters": \(status.membership.voters), \
+            "applied": \(status.applied), "first_index": \(status.firstIndex), "voters": \(status.membership.voters), \
             "learners": \(status.membership.learners), "followers": {\(followers.joined(separator: ", "))}, \
             "failure": \(failure)}
 

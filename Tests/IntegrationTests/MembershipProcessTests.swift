@@ -55,6 +55,11 @@ import Testing
             return nil
         }
 
+        func number(_ field: String, on id: Int) async -> Int? {
+            guard let (_, body) = await request(id, "GET", "/status"), let range = body.range(of: "\"\(field)\": ") else { return nil }
+            return Int(body[range.upperBound...].prefix { $0.isNumber })
+        }
+
         func voters(on id: Int) async -> String? {
             guard let (_, body) = await request(id, "GET", "/status"), let range = body.range(of: "\"voters\": ") else { return nil }
             return String(body[range.upperBound...].prefix { $0 != "]" }) + "]"
@@ -109,6 +114,33 @@ import Testing
         for (key, value) in acknowledged.sorted(by: { $0.key < $1.key }) {
             let read = await servers.request(1, "GET", "/kv/\(key)")
             #expect(read?.1 == value, "\(key): \(String(describing: read))")
+        }
+    }
+
+    /// A learner joins after every founder compacted its log: it catches up from a snapshot and then
+    /// serves linearizable reads that always see the latest acknowledged write.
+    @Test func aLearnerCatchesUpFromASnapshotAndReadsLinearizably() async throws {
+        let servers = try Servers()
+        for id in 1...3 { try servers.start(id, joining: false) }
+        try servers.start(4, joining: true)
+        try await servers.waitUntil { await servers.leader() != nil }
+        let leader = try #require(await servers.leader())
+        for value in 1...30 {
+            let answer = await servers.request(leader, "PUT", "/kv/key\(value % 5)", body: "\(value)")
+            #expect(answer?.0 == 200)
+        }
+        for id in 1...3 { #expect(await servers.request(id, "POST", "/snapshot")?.0 == 200) }
+        let compactedTo = try #require(await servers.number("first_index", on: leader))
+        #expect(compactedTo > 20, "the leader's log was compacted")
+
+        #expect(await servers.request(leader, "POST", "/membership", body: "add-learner 4\n")?.0 == 200)
+        try await servers.waitUntil { (await servers.number("applied", on: 4) ?? 0) >= compactedTo - 1 }
+        #expect((await servers.number("first_index", on: 4) ?? 0) > 1, "the learner started from the snapshot")
+        for value in 31...40 {
+            #expect(await servers.request(leader, "PUT", "/kv/key\(value % 5)", body: "\(value)")?.0 == 200)
+            // Write on the leader, read on the learner: always the value just written.
+            let read = await servers.request(4, "GET", "/kv/key\(value % 5)")
+            #expect(read?.1 == "\(value)", "\(String(describing: read))")
         }
     }
 }
