@@ -10,6 +10,10 @@ struct GroupMetrics: Sendable {
     let snapshots = Counter(label: "divan_raft_snapshots_total")
     let snapshotBytes = Counter(label: "divan_raft_snapshot_bytes_total")
     let failures = Counter(label: "divan_raft_group_failures_total")
+    /// Replicator events seen on leaders, by kind (created, probe, replicate, snapshot, online, offline, error, destroyed).
+    let replicatorEvents: [String: Counter] = Dictionary(uniqueKeysWithValues: [
+        "created", "probe", "replicate", "snapshot", "online", "offline", "error", "destroyed",
+    ].map { ($0, Counter(label: "divan_raft_replicator_events_total", dimensions: [("event", $0)])) })
     /// From handing a Ready's writes to the log until they are durable.
     let persistLatency = Metrics.Timer(label: "divan_raft_persist_duration_seconds")
 }

@@ -379,6 +379,7 @@ public actor RaftGroup {
             }
         case .replicator(let peer, let replicatorEvent):
             logger.debug("replicator", metadata: ["peer": "\(peer)", "event": "\(replicatorEvent)"])
+            metrics.replicatorEvents[Self.name(of: replicatorEvent)]?.increment()
             for listener in replicatorListeners {
                 switch replicatorEvent {
                 case .created: listener.replicatorCreated(peer: peer)
@@ -389,6 +390,19 @@ public actor RaftGroup {
             }
         default:
             break
+        }
+    }
+
+    static func name(of event: ReplicatorEvent) -> String {
+        switch event {
+        case .created: return "created"
+        case .stateChanged(.probe): return "probe"
+        case .stateChanged(.replicate): return "replicate"
+        case .stateChanged(.snapshot): return "snapshot"
+        case .online: return "online"
+        case .offline: return "offline"
+        case .error: return "error"
+        case .destroyed: return "destroyed"
         }
     }
 
