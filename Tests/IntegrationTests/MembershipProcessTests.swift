@@ -60,6 +60,19 @@ import Testing
             return Int(body[range.upperBound...].prefix { $0.isNumber })
         }
 
+        /// A counter from a node's `/metrics`, or nil.
+        func metric(_ line: String, on id: Int) async -> Double? {
+            guard let (_, body) = await request(id, "GET", "/metrics") else { return nil }
+            let found = body.split(separator: "\n").first { $0.hasPrefix(line + " ") }
+            return found.flatMap { Double($0.split(separator: " ").last!) }
+        }
+
+        func kill9(_ id: Int) {
+            guard let process = processes[id] else { return }
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+
         func voters(on id: Int) async -> String? {
             guard let (_, body) = await request(id, "GET", "/status"), let range = body.range(of: "\"voters\": ") else { return nil }
             return String(body[range.upperBound...].prefix { $0 != "]" }) + "]"
@@ -142,5 +155,24 @@ import Testing
             let read = await servers.request(4, "GET", "/kv/key\(value % 5)")
             #expect(read?.1 == "\(value)", "\(String(describing: read))")
         }
+    }
+
+    /// The leader's replicator events for a follower killed with SIGKILL and restarted: offline,
+    /// then online again (counted in `/metrics` where the ReplicatorStateListener is called).
+    @Test func aKilledFollowerGoesOfflineAndComesBackOnline() async throws {
+        let servers = try Servers()
+        for id in 1...3 { try servers.start(id, joining: false) }
+        try await servers.waitUntil { await servers.leader() != nil }
+        let leader = try #require(await servers.leader())
+        let follower = [1, 2, 3].first { $0 != leader }!
+        #expect(await servers.request(leader, "PUT", "/kv/a", body: "1")?.0 == 200)
+        let offline = "divan_raft_replicator_events_total{event=\"offline\"}"
+        let online = "divan_raft_replicator_events_total{event=\"online\"}"
+        let onlineBefore = await servers.metric(online, on: leader) ?? 0
+        servers.kill9(follower)
+        try await servers.waitUntil { (await servers.metric(offline, on: leader) ?? 0) >= 1 }
+        try servers.start(follower, joining: false)
+        try await servers.waitUntil { (await servers.metric(online, on: leader) ?? 0) > onlineBefore }
+        #expect(await servers.request(leader, "PUT", "/kv/a", body: "2")?.0 == 200)
     }
 }
