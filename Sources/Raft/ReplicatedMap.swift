@@ -100,5 +100,4 @@ public final class ReplicatedMap: StateMachine {
     /// The value of `key` as applied here. Call after `RaftGroup.readIndex()` for a linearizable read.
     public func value(of key: String) -> String? { values.withLock { $0[key] } }
 
-    public var count: Int { values.withLock { $0.count } }
 }

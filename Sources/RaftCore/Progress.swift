@@ -140,6 +140,6 @@ enum Quorum {
     }
 
     static func hasQuorum(_ membership: Membership, _ isPresent: (NodeID) -> Bool) -> Bool {
-        voteResult(membership, Dictionary(uniqueKeysWithValues: Set(membership.voters).union(membership.outgoingVoters).map { ($0, isPresent($0)) })) == .won
+        membership.isQuorum(isPresent)
     }
 }

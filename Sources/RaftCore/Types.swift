@@ -106,6 +106,15 @@ public struct Membership: Sendable, Hashable {
 
     public func priority(of id: NodeID) -> ElectionPriority { priorities[id] ?? .disabled }
 
+    /// True when the nodes `isPresent` accepts form a majority of the voters, and, in joint
+    /// consensus, of the outgoing voters too.
+    public func isQuorum(_ isPresent: (NodeID) -> Bool) -> Bool {
+        func majority(_ group: [NodeID]) -> Bool {
+            group.isEmpty || group.reduce(0) { $0 + (isPresent($1) ? 1 : 0) } > group.count / 2
+        }
+        return majority(voters) && majority(outgoingVoters)
+    }
+
     /// The highest priority among the voters, the initial target priority of SOFAJRaft.
     public var maximumVoterPriority: ElectionPriority {
         Set(voters).union(outgoingVoters).map { priority(of: $0) }.max() ?? .disabled

@@ -124,16 +124,11 @@ struct InvariantChecker {
             guard let node = view(candidate), !node.holds(index: index, term: term) else { continue }
             let position = node.logPosition
             let supporters = Set(voters.filter { view($0).map { $0.logPosition <= position } ?? false })
-            if isQuorum(supporters, in: membership) {
+            if membership.isQuorum(supporters.contains) {
                 throw Violation(kind: .leaderCompleteness, step: step, time: time, detail:
                     "leader \(leader.id) committed index \(index) (term \(term)), but node \(candidate) lacks it and its log (term \(position.term), index \(position.index)) is as up to date as a quorum's: it could be elected and lose the entry")
             }
         }
-    }
-
-    func isQuorum(_ nodes: Set<NodeID>, in membership: Membership) -> Bool {
-        func majority(_ voters: [NodeID]) -> Bool { voters.isEmpty || voters.filter(nodes.contains).count > voters.count / 2 }
-        return majority(membership.voters) && majority(membership.outgoingVoters)
     }
 
     /// The newest write order that a read starting now must at least see.

@@ -18,6 +18,14 @@ import Testing
         #expect(batch.counts.writesAcknowledged > 10_000)
     }
 
+    @Test func theSimulatedUpStoryChecksEveryStep() {
+        var lines: [String] = []
+        let succeeded = ClusterDemo(seed: 1) { lines.append($0) }.run()
+        #expect(succeeded, "\(lines.joined(separator: "\n"))")
+        #expect(lines.contains { $0.contains("killing node") })
+        #expect(lines.last?.contains("no acknowledged write was lost") == true)
+    }
+
     @Test func aSeedReplaysExactly() {
         let options = SimulationOptions(seed: 4242, steps: 1_500, isTracing: true)
         let first = Simulation.run(options)
