@@ -49,6 +49,10 @@ let package = Package(
             ]
         ),
         .target(
+            name: "KVStore",
+            dependencies: ["Raft", "RaftCore", "RaftStorage", "Checksum", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
             name: "Mesh",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
