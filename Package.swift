@@ -48,9 +48,10 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        .target(name: "KVWire", dependencies: ["RaftCore"]),
         .target(
             name: "KVStore",
-            dependencies: ["Raft", "RaftCore", "RaftStorage", "Checksum", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["KVWire", "Raft", "RaftCore", "RaftStorage", "Checksum", .product(name: "Logging", package: "swift-log")]
         ),
         .target(
             name: "Mesh",
