@@ -80,6 +80,8 @@ let package = Package(
         .target(
             name: "DivanServer",
             dependencies: [
+                "KVStore",
+                "KVWire",
                 "Raft",
                 "RaftCore",
                 "RaftStorage",

@@ -11,6 +11,9 @@ enum PlacementCommand: Hashable, BinaryCodable {
     case split(region: UInt64, rangeVersion: UInt64)
     /// Move the leadership of `region` from node `from` to node `to`.
     case transferLeader(region: UInt64, from: UInt64, to: UInt64)
+    /// The membership every group of the cluster (regions and the placement driver) should have.
+    /// Each group's leader moves its group there (joint consensus when needed).
+    case setMembership(voters: [UInt64], learners: [UInt64])
 
     func encode(to writer: inout ByteWriter) {
         switch self {
@@ -18,6 +21,12 @@ enum PlacementCommand: Hashable, BinaryCodable {
             writer.write(UInt8(0)); writer.write(region); writer.write(rangeVersion)
         case .transferLeader(let region, let from, let to):
             writer.write(UInt8(1)); writer.write(region); writer.write(from); writer.write(to)
+        case .setMembership(let voters, let learners):
+            writer.write(UInt8(2))
+            writer.writeVarint(UInt64(voters.count))
+            for voter in voters { writer.write(voter) }
+            writer.writeVarint(UInt64(learners.count))
+            for learner in learners { writer.write(learner) }
         }
     }
 
@@ -27,9 +36,21 @@ enum PlacementCommand: Hashable, BinaryCodable {
         case 1:
             self = .transferLeader(
                 region: try reader.readUInt64("a region"), from: try reader.readUInt64("a node"), to: try reader.readUInt64("a node"))
+        case 2:
+            var voters: [UInt64] = []
+            for _ in 0..<(try reader.readCount("voters", minimumElementSize: 8)) { voters.append(try reader.readUInt64("a voter")) }
+            var learners: [UInt64] = []
+            for _ in 0..<(try reader.readCount("learners", minimumElementSize: 8)) { learners.append(try reader.readUInt64("a learner")) }
+            self = .setMembership(voters: voters, learners: learners)
         default: throw CodecError(offset: reader.offset, expected: "a placement command tag")
         }
     }
+}
+
+/// The membership every group should converge to.
+struct TargetMembership: Sendable, Hashable {
+    var voters: [UInt64]
+    var learners: [UInt64]
 }
 
 /// What a store does when a placement command is applied.
@@ -38,11 +59,13 @@ enum PlacementAction: Sendable, Hashable {
     case transferLeader(region: UInt64, from: UInt64, to: UInt64)
 }
 
-/// The placement driver's replicated state: the next region id. Commands applied while the group
+/// The placement driver's replicated state: the next region id and the target membership. Commands applied while the group
 /// replays its log at start-up change the state but trigger nothing: those decisions are old.
 final class PlacementStateMachine: StateMachine {
     /// Region 1 is the cluster's first region; splits allocate from 2 on.
     private let nextRegion = Mutex<UInt64>(2)
+    /// nil until an operator changes the membership: the groups keep the one they were founded with.
+    let target = Mutex<TargetMembership?>(nil)
     /// Entries from this index on are new decisions to act on.
     let liveFrom = Mutex<UInt64>(UInt64.max)
     let act: @Sendable (PlacementAction) -> Void
@@ -70,6 +93,8 @@ final class PlacementStateMachine: StateMachine {
                 if entry.index >= live { actions.append(.split(region: region, rangeVersion: rangeVersion, newRegion: id)) }
             case .transferLeader(let region, let from, let to):
                 if entry.index >= live { actions.append(.transferLeader(region: region, from: from, to: to)) }
+            case .setMembership(let voters, let learners):
+                target.withLock { $0 = TargetMembership(voters: voters.sorted(), learners: learners.sorted()) }
             }
         }
         for action in actions { act(action) }
@@ -77,17 +102,45 @@ final class PlacementStateMachine: StateMachine {
     }
 
     func snapshotView() -> any StateMachineView {
-        PlacementView(nextRegion: nextRegion.withLock { $0 })
+        PlacementView(nextRegion: nextRegion.withLock { $0 }, target: target.withLock { $0 })
     }
 
     func restore(from data: [UInt8]) throws {
-        guard data.count == 8 else { throw KVStoreError.corrupt("placement snapshot of \(data.count) bytes") }
-        nextRegion.withLock { $0 = EngineLayout.uint64(bigEndian: data) }
+        let view: PlacementView
+        do {
+            view = try PlacementView(decoding: data)
+        } catch {
+            throw KVStoreError.corrupt("placement snapshot: \(error)")
+        }
+        nextRegion.withLock { $0 = view.nextRegion }
+        target.withLock { $0 = view.target }
     }
 
-    struct PlacementView: StateMachineView {
+    struct PlacementView: StateMachineView, BinaryCodable {
         let nextRegion: UInt64
-        func serialized() -> [UInt8] { EngineLayout.bigEndian(nextRegion) }
+        let target: TargetMembership?
+
+        init(nextRegion: UInt64, target: TargetMembership?) {
+            self.nextRegion = nextRegion
+            self.target = target
+        }
+
+        func serialized() -> [UInt8] { encodedBytes() }
+
+        func encode(to writer: inout ByteWriter) {
+            writer.write(nextRegion)
+            writer.write(target != nil)
+            if let target { PlacementCommand.setMembership(voters: target.voters, learners: target.learners).encode(to: &writer) }
+        }
+
+        init(from reader: inout ByteReader) throws(CodecError) {
+            nextRegion = try reader.readUInt64("the next region id")
+            if try reader.readBool("a target flag"), case .setMembership(let voters, let learners) = try PlacementCommand(from: &reader) {
+                target = TargetMembership(voters: voters, learners: learners)
+            } else {
+                target = nil
+            }
+        }
     }
 }
 

@@ -13,6 +13,8 @@ public struct StoreOptions: Sendable {
     public var founders: [NodeID]?
     /// Nodes that hold a non-voting replica of every region (they serve linearizable reads).
     public var learners: [NodeID] = []
+    /// SOFAJRaft election priorities of the nodes, for every group the store founds; empty: plain Raft.
+    public var priorities: [NodeID: ElectionPriority] = [:]
     /// Where the store keeps its region snapshots (one directory per region).
     public var dataDirectory: String
     public var raft: RaftOptions
@@ -49,8 +51,15 @@ public final class Store: Sendable {
     private let regions = Mutex<[UInt64: Region]>([:])
     /// Regions being opened, so that concurrent triggers open each once.
     private let opening = Mutex<Set<UInt64>>([])
-    private let placement = Mutex<(group: RaftGroup?, proposedSplits: [UInt64: UInt64], lastTransfer: ContinuousClock.Instant?)>(
-        (nil, [:], nil))
+    private let placement = Mutex<PlacementState>(PlacementState())
+
+    /// This store's handle on the placement driver: its group, and what its leader decided lately.
+    private struct PlacementState {
+        var group: RaftGroup?
+        var machine: PlacementStateMachine?
+        var proposedSplits: [UInt64: UInt64] = [:]
+        var lastTransfer: ContinuousClock.Instant?
+    }
     private let tasks = Mutex<[Task<Void, Never>]>([])
     private let isStopped = Mutex(false)
 
@@ -83,7 +92,8 @@ public final class Store: Sendable {
         }
         for descriptor in known { try await openRegion(descriptor.id, initial: descriptor, bootstrap: descriptor.voters.isEmpty ? nil : descriptor) }
         let machine = PlacementStateMachine { [weak self] action in self?.act(on: action) }
-        let bootstrap = founders.map { Membership(voters: $0, learners: options.learners) }
+        placement.withLock { $0.machine = machine }
+        let bootstrap = founders.map { Membership(voters: $0, learners: options.learners, priorities: options.priorities) }
         let group = try await RaftGroup(
             group: Self.placementGroup, id: options.node, bootstrap: bootstrap, options: options.raft, log: log,
             snapshots: try snapshotStore(for: Self.placementGroup), sender: sender, stateMachine: machine)
@@ -129,7 +139,7 @@ public final class Store: Sendable {
         ) { [weak self] left, right in self?.regionSplit(left: left, right: right) }
         let group = try await RaftGroup(
             group: id, id: options.node,
-            bootstrap: bootstrap.map { Membership(voters: $0.voters, learners: $0.learners) },
+            bootstrap: bootstrap.map { Membership(voters: $0.voters, learners: $0.learners, priorities: options.priorities) },
             options: options.raft, log: log, snapshots: try snapshotStore(for: id), sender: sender, stateMachine: machine)
         await group.addLeaderChangeListener { _, _ in
             // Commands proposed or forwarded under the old leader may or may not commit.
@@ -151,6 +161,7 @@ public final class Store: Sendable {
         spawn { [weak self] in
             guard let self else { return }
             do {
+                self.region(right.id)?.machine.adoptSplit(right)
                 try await self.openRegion(right.id, initial: right, bootstrap: right)
                 guard let group = self.region(right.id)?.group else { return }
                 for _ in 0..<100 {
@@ -176,7 +187,10 @@ public final class Store: Sendable {
         guard id != Self.placementGroup, id != 0, !isStopped.withLock({ $0 }) else { return }
         spawn { [weak self] in
             do {
-                try await self?.openRegion(id, initial: nil, bootstrap: nil)
+                // Region 1 began empty, so its whole log rebuilds it; any other region starts as a
+                // placeholder that only a snapshot (or the split, applied here later) fills.
+                let initial = id == 1 ? RegionDescriptor(id: 1, start: [], end: nil, voters: []) : nil
+                try await self?.openRegion(id, initial: initial, bootstrap: nil)
             } catch {
                 self?.logger.error("opening region failed", metadata: ["region": "\(id)", "error": "\(error)"])
             }
@@ -219,10 +233,31 @@ public final class Store: Sendable {
 
     // MARK: - Placement driver
 
-    /// On the placement group's leader: split regions past a threshold and even out leadership.
+    /// Asks the placement driver to move every group to this membership.
+    public func changeMembership(voters: [NodeID], learners: [NodeID]) async throws {
+        guard let group = placement.withLock({ $0.group }) else { throw KVError.definite(.shuttingDown) }
+        _ = try await group.submit(PlacementCommand.setMembership(voters: voters, learners: learners).encodedBytes())
+    }
+
+    /// The membership the cluster is moving to, if an operator set one.
+    public var targetMembership: (voters: [NodeID], learners: [NodeID])? {
+        placement.withLock { $0.machine?.target.withLock { $0 } }.map { ($0.voters, $0.learners) }
+    }
+
+    /// The placement driver's group, which every store holds (its status stands for the cluster's).
+    public var placementGroup: RaftGroup? { placement.withLock { $0.group } }
+
+    /// Every group this store holds: the placement driver's, then the regions in key order.
+    public var groups: [RaftGroup] {
+        (placementGroup.map { [$0] } ?? []) + orderedRegions.map(\.group)
+    }
+
+    /// On every store: move the groups it leads to the target membership. On the placement group's
+    /// leader also: split regions past a threshold and even out leadership.
     func runPlacement() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: options.placement.interval)
+            await reconcileMembership()
             guard let group = placement.withLock({ $0.group }), await group.status.role == .leader else { continue }
             var leaders: [NodeID: [UInt64]] = [:]
             for voter in await group.status.membership.voters { leaders[voter] = [] }
@@ -254,6 +289,30 @@ public final class Store: Sendable {
         placement.withLock { $0.lastTransfer = now }
         logger.notice("placement: move leader", metadata: ["region": "\(region)", "from": "\(busiest.key)", "to": "\(idlest.key)"])
         _ = try? await group.submit(PlacementCommand.transferLeader(region: region, from: busiest.key, to: idlest.key).encodedBytes())
+    }
+
+    /// Proposes, in each group this store leads, the change that moves it to the target membership.
+    /// A change already under way (joint consensus) is left to finish first.
+    func reconcileMembership() async {
+        guard let target = placement.withLock({ $0.machine?.target.withLock { $0 } }) else { return }
+        for group in groups {
+            let status = await group.status
+            guard status.role == .leader, !status.membership.isJoint else { continue }
+            let current = status.membership
+            var steps: [ConfigurationStep] = []
+            for voter in target.voters where !current.voters.contains(voter) {
+                steps.append(.addVoter(voter, priority: options.priorities[voter] ?? .disabled))
+            }
+            for learner in target.learners where !current.learners.contains(learner) {
+                steps.append(.addLearner(learner, priority: options.priorities[learner] ?? .disabled))
+            }
+            for node in current.allNodes where !target.voters.contains(node) && !target.learners.contains(node) {
+                steps.append(.remove(node))
+            }
+            guard !steps.isEmpty else { continue }
+            logger.notice("membership change", metadata: ["group": "\(group.group)", "steps": "\(steps)"])
+            try? await group.changeMembership(ConfigurationChange(steps))
+        }
     }
 
     /// Acts on a placement decision when this store is the one concerned: the region's leader.

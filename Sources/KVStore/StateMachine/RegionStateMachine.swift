@@ -80,11 +80,25 @@ public final class RegionStateMachine: StateMachine {
     }
 
     var current: RegionMeta { meta.withLock { $0 } }
+
+    /// A split applied here created this region after it was opened as a placeholder: take the
+    /// descriptor the split wrote. A region that already has data (from a snapshot) keeps its own.
+    func adoptSplit(_ descriptor: RegionDescriptor) {
+        meta.withLock { meta in
+            guard meta.descriptor.rangeVersion == 0 else { return }
+            meta = (try? RegionMeta.load(region: region, from: engine)) ?? meta
+        }
+    }
     public var descriptor: RegionDescriptor { current.descriptor }
     public var durableAppliedIndex: UInt64 { current.applied }
 
     public func apply(_ entries: [CommittedEntry]) throws -> [[UInt8]] {
         var state = current
+        // A placeholder (opened on a message, before a snapshot or the split arrived) has no data
+        // to apply writes to: applying would diverge from the other replicas. Stop loudly instead.
+        guard state.descriptor.rangeVersion > 0 else {
+            throw KVStoreError.corrupt("region \(region) got log entries before its data (snapshot or split)")
+        }
         var applier = WriteApplier(engine: engine, now: 0)
         var results: [[UInt8]] = []
         var splits: [(left: RegionDescriptor, right: RegionMeta)] = []
