@@ -50,8 +50,16 @@ let package = Package(
         ),
         .target(
             name: "KVStore",
-            dependencies: ["Raft", "RaftCore", "RaftStorage", "Checksum", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "Raft",
+                "RaftCore",
+                "RaftStorage",
+                "Checksum",
+                "CRocksDB",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
+        .systemLibrary(name: "CRocksDB", pkgConfig: "rocksdb", providers: [.apt(["librocksdb-dev"])]),
         .target(
             name: "Mesh",
             dependencies: [
@@ -129,6 +137,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .testTarget(name: "KVStoreTests", dependencies: ["KVStore"]),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "RaftCore", "Checksum"]),
         .testTarget(
             name: "MeshTests",
