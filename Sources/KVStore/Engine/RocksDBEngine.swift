@@ -77,7 +77,8 @@ public final class RocksDBEngine: StorageEngine {
         try writeLock.withLock { _ in
             let rocksBatch = rocksdb_writebatch_create()!
             defer { rocksdb_writebatch_destroy(rocksBatch) }
-            var openEnd: [UInt8]??
+            // The greatest key there will be, looked up at the first open-ended range (nil: not yet).
+            var greatestKey: [UInt8]??
             for operation in batch.operations {
                 switch operation {
                 case .put(let key, let value):
@@ -92,10 +93,10 @@ public final class RocksDBEngine: StorageEngine {
                         Self.deleteRange(from: range.start, to: end, in: rocksBatch)
                         continue
                     }
-                    if openEnd == nil { openEnd = try lastKey(writtenBy: batch) }
+                    if greatestKey == nil { greatestKey = try lastKey(writtenBy: batch) }
                     // RocksDB's ranges need an end, and no byte string sorts after every other: end
                     // at the last key there will be, and delete that key on its own.
-                    guard let last = openEnd!, KeyOrder.compare(last, range.start) >= 0 else { continue }
+                    guard let last = greatestKey!, KeyOrder.compare(last, range.start) >= 0 else { continue }
                     Self.deleteRange(from: range.start, to: last, in: rocksBatch)
                     withBytes(last) { rocksdb_writebatch_delete(rocksBatch, $0, $1) }
                 }
