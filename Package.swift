@@ -51,8 +51,17 @@ let package = Package(
         .target(name: "KVWire", dependencies: ["RaftCore"]),
         .target(
             name: "KVStore",
-            dependencies: ["KVWire", "Raft", "RaftCore", "RaftStorage", "Checksum", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "KVWire",
+                "Raft",
+                "RaftCore",
+                "RaftStorage",
+                "Checksum",
+                "CRocksDB",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
+        .systemLibrary(name: "CRocksDB", pkgConfig: "rocksdb", providers: [.apt(["librocksdb-dev"])]),
         .target(
             name: "Mesh",
             dependencies: [
@@ -130,6 +139,14 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "KVStoreTests",
+            dependencies: [
+                "KVStore", "KVWire", "Raft", "RaftCore", "RaftStorage",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "RaftCore", "Checksum"]),

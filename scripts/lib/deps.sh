@@ -2,7 +2,7 @@
 divan_install_deps() {
     local missing=()
     command -v swift >/dev/null || { echo "Swift 6 is required (https://swift.org/install)" >&2; exit 1; }
-    local packages=(curl python3 nghttp2-client wrk)
+    local packages=(curl python3 nghttp2-client wrk pkg-config librocksdb-dev)
     for pkg in "${packages[@]}"; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
