@@ -112,26 +112,26 @@ public final class NodeKVService: KVService {
         switch read {
         case .scan(let start, let end, let limit, let reverse):
             var pairs: [KVPair] = []
-            let regions = reverse ? store.orderedRegions.reversed() : store.orderedRegions
-            for region in regions where pairs.count < limit {
-                guard let range = RegionStateMachine.clip(start: start, end: end, to: region.descriptor) else { continue }
-                let part = KVRead.scan(start: range.start, end: range.end, limit: limit - pairs.count, reverse: reverse)
-                if case .pairs(let found) = try await readInRegion(part, key: range.start) { pairs += found }
+            try await forEachRegion(start: start, end: end, reverse: reverse) { (part: KeyRange) async throws(KVError) -> (RegionDescriptor, Bool) in
+                let read = KVRead.scan(start: part.start, end: part.end, limit: limit - pairs.count, reverse: reverse)
+                let key = reverse ? Self.lastKey(below: part.end, from: store.orderedRegions.map(\.descriptor)) : part.start
+                let (result, covered) = try await readInRegion(read, key: key)
+                if case .pairs(let found) = result { pairs += found }
+                return (covered, pairs.count < limit)
             }
             return .pairs(pairs)
         case .count(let start, let end):
             var count = 0
-            for region in store.orderedRegions {
-                guard let range = RegionStateMachine.clip(start: start, end: end, to: region.descriptor) else { continue }
-                if case .count(let found) = try await readInRegion(.count(start: range.start, end: range.end), key: range.start) {
-                    count += found
-                }
+            try await forEachRegion(start: start, end: end, reverse: false) { (part: KeyRange) async throws(KVError) -> (RegionDescriptor, Bool) in
+                let (result, covered) = try await readInRegion(.count(start: part.start, end: part.end), key: part.start)
+                if case .count(let found) = result { count += found }
+                return (covered, true)
             }
             return .count(count)
         case .multiGet(let keys):
             var values: [Bytes: Bytes?] = [:]
             for (_, group) in try groupByRegion(keys) {
-                if case .values(let found) = try await readInRegion(.multiGet(keys: group), key: group[0]) {
+                if case .values(let found) = try await readInRegion(.multiGet(keys: group), key: group[0]).0 {
                     for (key, value) in zip(group, found) { values[key] = value }
                 }
             }
@@ -139,15 +139,42 @@ public final class NodeKVService: KVService {
         case .exists(let keys):
             var count = 0
             for (_, group) in try groupByRegion(keys) {
-                if case .count(let found) = try await readInRegion(.exists(keys: group), key: group[0]) { count += found }
+                if case .count(let found) = try await readInRegion(.exists(keys: group), key: group[0]).0 { count += found }
             }
             return .count(count)
         default:
-            return try await readInRegion(read, key: read.routingKey)
+            return try await readInRegion(read, key: read.routingKey).0
         }
     }
 
-    func readInRegion(_ read: KVRead, key: Bytes) async throws(KVError) -> KVReadResult {
+    /// Walks `[start, end)` region by region, following the ranges each read actually covered, so
+    /// that a split between two steps neither skips nor repeats keys. `body` reads one part and says
+    /// which region answered and whether to go on.
+    func forEachRegion(
+        start: Bytes, end: Bytes?, reverse: Bool,
+        _ body: (KeyRange) async throws(KVError) -> (RegionDescriptor, Bool)
+    ) async throws(KVError) {
+        var part = KeyRange(start: start, end: end)
+        while part.end.map({ part.start.lexicographicallyPrecedes($0) }) ?? true {
+            let (covered, goOn) = try await body(part)
+            guard goOn else { return }
+            if reverse {
+                guard !covered.start.isEmpty, part.start.lexicographicallyPrecedes(covered.start) else { return }
+                part.end = covered.start
+            } else {
+                guard let next = covered.end else { return }
+                part.start = next
+            }
+        }
+    }
+
+    /// The region lookup key for a reverse read of `[…, end)`: any key of the region that holds the
+    /// keys just below `end`. Region starts are such keys; the region is found by the one before `end`.
+    static func lastKey(below end: Bytes?, from regions: [RegionDescriptor]) -> Bytes {
+        regions.last { region in end.map { region.start.lexicographicallyPrecedes($0) } ?? true }?.start ?? []
+    }
+
+    func readInRegion(_ read: KVRead, key: Bytes) async throws(KVError) -> (KVReadResult, RegionDescriptor) {
         let deadline = ContinuousClock.now + retryWindow
         while true {
             let error: KVError

@@ -64,9 +64,27 @@ final class ProposalWaiters: Sendable {
         continuation?.resume(returning: outcomes)
     }
 
-    /// Fails every open request with `error` (the leader changed: their entries may still commit).
+    /// Fails every open request with `error`.
     func failAll(_ error: KVError) {
         fail(error) { _ in true }
+    }
+
+    /// Brings every open request's deadline to `deadline` at the latest. When the leader changes, an
+    /// entry of the old term either commits soon under the new leader or never: waiting a little
+    /// tells most of them apart, where failing at once would report them all as unknown.
+    func shortenDeadlines(to deadline: ContinuousClock.Instant) {
+        state.withLock { state in
+            for (id, slot) in state.slots {
+                switch slot {
+                case .reserved(let old, let count) where old > deadline:
+                    state.slots[id] = .reserved(deadline: deadline, count: count)
+                case .waiting(let old, let count, let continuation) where old > deadline:
+                    state.slots[id] = .waiting(deadline: deadline, count: count, continuation)
+                default:
+                    continue
+                }
+            }
+        }
     }
 
     /// Fails the requests whose deadline passed.

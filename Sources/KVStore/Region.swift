@@ -43,7 +43,7 @@ final class Region: Sendable {
 
     /// A linearizable read: confirms a read index (through the leader on any other role), then
     /// reads this replica once it has applied that far.
-    func read(_ read: KVRead, now: Int64) async throws(KVError) -> KVReadResult {
+    func read(_ read: KVRead, now: Int64) async throws(KVError) -> (KVReadResult, RegionDescriptor) {
         do {
             _ = try await group.readIndex()
         } catch {

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import KVWire
 import Logging
 import Raft
@@ -82,6 +85,11 @@ public final class Store: Sendable {
     /// Opens every region the engine holds, creates the first region and the placement group of a
     /// new cluster, and starts the placement driver and the timeout sweeper.
     public func start() async throws {
+        for path in [options.dataDirectory, "\(options.dataDirectory)/snapshots"] {
+            guard mkdir(path, 0o755) == 0 || errno == EEXIST else {
+                throw KVStoreError.engine("cannot create \(path): errno \(errno)")
+            }
+        }
         var known: [RegionDescriptor] = []
         for pair in try engine.scan(KeyRange(start: [EngineLayout.metaSpace], end: [EngineLayout.metaSpace + 1]), limit: Int.max, reverse: false) {
             known.append(try RegionMeta(decoding: pair.value).descriptor)
@@ -141,9 +149,10 @@ public final class Store: Sendable {
             group: id, id: options.node,
             bootstrap: bootstrap.map { Membership(voters: $0.voters, learners: $0.learners, priorities: options.priorities) },
             options: options.raft, log: log, snapshots: try snapshotStore(for: id), sender: sender, stateMachine: machine)
+        let grace = options.raft.electionTimeout * 2
         await group.addLeaderChangeListener { _, _ in
-            // Commands proposed or forwarded under the old leader may or may not commit.
-            waiters.failAll(.indefinite(.leadershipLost))
+            // Commands proposed or forwarded under the old leader commit soon or never.
+            waiters.shortenDeadlines(to: .now + grace)
         }
         let region = Region(
             id: id, group: group, machine: machine, waiters: waiters, writeTimeout: options.writeTimeout,

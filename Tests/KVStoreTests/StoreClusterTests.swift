@@ -40,6 +40,7 @@ final class StoreCluster: @unchecked Sendable {
 
     init(splitKeys: Int64 = 1_000_000) {
         directory = NSTemporaryDirectory() + "divan-kv-\(UUID().uuidString)"
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         raft.electionTimeout = .milliseconds(300)
         raft.heartbeatInterval = .milliseconds(30)
         raft.applyTimeout = .seconds(5)
@@ -76,9 +77,31 @@ final class StoreCluster: @unchecked Sendable {
         logs[id] = nil
     }
 
+    /// Waits until every store knows a leader for every group it holds.
+    func waitForLeaders() async throws {
+        try await waitUntil("every group has a leader") {
+            for store in stores.values {
+                for group in store.groups where await group.status.leader == nil { return false }
+            }
+            return true
+        }
+    }
+
+    /// Sets `key` through node `id`, retrying an outcome that is unknown (a SET may be repeated).
+    func set(_ key: String, _ value: String, on id: NodeID) async throws {
+        while true {
+            do throws(KVError) {
+                _ = try await service(id).write(.set(key: Array(key.utf8), value: Array(value.utf8), condition: .always, expiry: .none, returnPrevious: false))
+                return
+            } catch .indefinite {
+                continue
+            }
+        }
+    }
+
     func service(_ id: NodeID) -> NodeKVService { NodeKVService(store: stores[id]!, retryWindow: .seconds(10)) }
 
-    func waitUntil(_ deadline: Duration = .seconds(30), _ what: String, _ condition: () async throws -> Bool) async throws {
+    func waitUntil(_ what: String, within deadline: Duration = .seconds(30), _ condition: () async throws -> Bool) async throws {
         let end = ContinuousClock.now + deadline
         while ContinuousClock.now < end {
             if (try? await condition()) == true { return }
@@ -100,6 +123,7 @@ final class StoreCluster: @unchecked Sendable {
     @Test func writesOnAnyNodeAreReadOnEveryNode() async throws {
         let cluster = StoreCluster()
         for id in NodeID(1)...3 { try await cluster.start(id, founders: [1, 2, 3]) }
+        try await cluster.waitForLeaders()
         for id in NodeID(1)...3 {
             let result = try await cluster.service(id).write(.set(key: bytes("k\(id)"), value: bytes("v\(id)"), condition: .always, expiry: .none, returnPrevious: false))
             #expect(result == .set(performed: true, previous: nil))
@@ -120,21 +144,23 @@ final class StoreCluster: @unchecked Sendable {
     @Test func regionsSplitUnderLoadAndEveryKeySurvives() async throws {
         let cluster = StoreCluster(splitKeys: 40)
         for id in NodeID(1)...3 { try await cluster.start(id, founders: [1, 2, 3]) }
-        let service = cluster.service(1)
+        try await cluster.waitForLeaders()
         for n in 0..<300 {
-            let key = String(format: "key%04d", n)
-            _ = try await service.write(.set(key: bytes(key), value: bytes("value\(n)"), condition: .always, expiry: .none, returnPrevious: false))
+            try await cluster.set(String(format: "key%04d", n), "value\(n)", on: 1)
         }
-        try await cluster.waitUntil("the regions split several times") { await cluster.stores[1]!.status().regions.count >= 4 }
+        // Splits settle when no region is past the threshold and every node agrees on the ranges.
+        try await cluster.waitUntil("the regions split several times and settled", within: .seconds(60)) {
+            var views: [[RegionDescriptor]] = []
+            for id in NodeID(1)...3 { views.append(await cluster.stores[id]!.status().regions.map(\.region)) }
+            let settled = await cluster.stores[1]!.status().regions.allSatisfy { $0.keys < 40 }
+            return settled && views[0].count >= 4 && views.allSatisfy { $0 == views[0] }
+        }
         let regions = await cluster.stores[1]!.status().regions
         // The ranges tile the key space.
         #expect(regions.first?.region.start == [])
         #expect(regions.last?.region.end == nil)
         for (left, right) in zip(regions, regions.dropFirst()) { #expect(left.region.end == right.region.start) }
         for reader in NodeID(1)...3 {
-            try await cluster.waitUntil("node \(reader) holds every region") {
-                await cluster.stores[reader]!.status().regions.count == regions.count
-            }
             let service = cluster.service(reader)
             for n in stride(from: 0, to: 300, by: 7) {
                 #expect(try await value(service, String(format: "key%04d", n)) == "value\(n)")
@@ -151,10 +177,9 @@ final class StoreCluster: @unchecked Sendable {
     @Test func aLearnerAddedLaterCatchesUpBySnapshotAndServesLinearizableReads() async throws {
         let cluster = StoreCluster(splitKeys: 50)
         for id in NodeID(1)...3 { try await cluster.start(id, founders: [1, 2, 3]) }
+        try await cluster.waitForLeaders()
         let service = cluster.service(1)
-        for n in 0..<120 {
-            _ = try await service.write(.set(key: bytes("k\(n)"), value: bytes("\(n)"), condition: .always, expiry: .none, returnPrevious: false))
-        }
+        for n in 0..<120 { try await cluster.set("k\(n)", "\(n)", on: 1) }
         try await cluster.waitUntil("a split") { await cluster.stores[1]!.status().regions.count >= 2 }
         for id in NodeID(1)...3 {
             for group in cluster.stores[id]!.groups { _ = try await group.takeSnapshot() }
@@ -168,7 +193,7 @@ final class StoreCluster: @unchecked Sendable {
         }
         let learner = cluster.service(4)
         for n in 0..<20 {
-            _ = try await service.write(.set(key: bytes("k\(n)"), value: bytes("new\(n)"), condition: .always, expiry: .none, returnPrevious: false))
+            try await cluster.set("k\(n)", "new\(n)", on: 1)
             #expect(try await value(learner, "k\(n)") == "new\(n)")
         }
         #expect(try await value(learner, "k100") == "100")
@@ -178,6 +203,7 @@ final class StoreCluster: @unchecked Sendable {
     @Test func aRestartedStoreKeepsItsEngineAndReplaysOnlyWhatItLacks() async throws {
         let cluster = StoreCluster()
         for id in NodeID(1)...3 { try await cluster.start(id, founders: [1, 2, 3]) }
+        try await cluster.waitForLeaders()
         let service = cluster.service(1)
         for n in 0..<30 { _ = try await service.write(.append(key: bytes("log"), value: bytes("\(n % 10)"))) }
         await cluster.stop(3)

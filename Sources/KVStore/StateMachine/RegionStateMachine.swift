@@ -210,16 +210,17 @@ public final class RegionStateMachine: StateMachine {
         meta.withLock { $0 = image.meta }
     }
 
-    /// Answers a read from the engine as applied now, after the caller confirmed a read index.
-    func read(_ read: KVRead, now: Int64) throws(KVError) -> KVReadResult {
+    /// Answers a read from the engine as applied now, after the caller confirmed a read index. Range
+    /// reads are clipped to the region; the descriptor returned says which range the answer covers.
+    func read(_ read: KVRead, now: Int64) throws(KVError) -> (KVReadResult, RegionDescriptor) {
         let descriptor = self.descriptor
         var clipped = read
         switch read {
         case .scan(let start, let end, let limit, let reverse):
-            guard let range = Self.clip(start: start, end: end, to: descriptor) else { return .pairs([]) }
+            guard let range = Self.clip(start: start, end: end, to: descriptor) else { return (.pairs([]), descriptor) }
             clipped = .scan(start: range.start, end: range.end, limit: limit, reverse: reverse)
         case .count(let start, let end):
-            guard let range = Self.clip(start: start, end: end, to: descriptor) else { return .count(0) }
+            guard let range = Self.clip(start: start, end: end, to: descriptor) else { return (.count(0), descriptor) }
             clipped = .count(start: range.start, end: range.end)
         case .multiGet(let keys), .exists(let keys):
             guard keys.allSatisfy(descriptor.contains) else { throw .definite(.regionMoved(region: region)) }
@@ -227,7 +228,7 @@ public final class RegionStateMachine: StateMachine {
             guard descriptor.contains(read.routingKey) else { throw .definite(.regionMoved(region: region)) }
         }
         do {
-            return try KVReader(engine: engine, now: now).read(clipped)
+            return (try KVReader(engine: engine, now: now).read(clipped), descriptor)
         } catch {
             throw .definite(.failed("\(error)"))
         }
