@@ -54,6 +54,15 @@ let package = Package(
             dependencies: ["KVWire", "Raft", "RaftCore", "RaftStorage", "Checksum", .product(name: "Logging", package: "swift-log")]
         ),
         .target(
+            name: "RESP",
+            dependencies: [
+                "KVWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
             name: "Mesh",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -128,6 +137,15 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "RESPTests",
+            dependencies: [
+                "RESP",
+                "KVWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "RaftCore", "Checksum"]),
