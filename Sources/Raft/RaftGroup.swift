@@ -33,6 +33,8 @@ public actor RaftGroup {
     var ticker: RaftTicker?
     var snapshotter: Task<Void, Never>?
     var isSnapshotting = false
+    /// Entries up to this index are already in the state machine's own durable state.
+    var skipApplyingThrough: UInt64 = 0
     /// The name of the one file a state machine snapshot consists of.
     static let snapshotFile = "state"
 
@@ -67,7 +69,9 @@ public actor RaftGroup {
         if let state = log.state(of: group), state.lastIndex > 0 || state.hardState != nil || snapshot != nil {
             let first = max(state.firstIndex, (snapshot?.metadata.index ?? 0) + 1)
             let entries = state.lastIndex >= first ? try log.entries(group: group, in: first..<(state.lastIndex + 1)) : []
-            if let snapshot { try stateMachine.restore(from: snapshot.data) }
+            if let snapshot, stateMachine.durableAppliedIndex < snapshot.metadata.index {
+                try stateMachine.restore(from: snapshot.data)
+            }
             recovered = RecoveredState(hardState: state.hardState ?? HardState(), snapshot: snapshot, entries: entries)
         } else if let bootstrap {
             recovered = RecoveredState.bootstrap(bootstrap)
@@ -76,6 +80,7 @@ public actor RaftGroup {
             recovered = .empty
         }
         node = try RaftNode(config: options.coreConfig(id: id), recovered: recovered)
+        skipApplyingThrough = stateMachine.durableAppliedIndex
         self.logger[metadataKey: "term"] = "\(node.term)"
         self.logger.info("opened", metadata: [
             "commit": "\(node.commitIndex)", "last_index": "\(node.lastIndex)",
@@ -327,7 +332,7 @@ public actor RaftGroup {
     func apply(_ entries: [Entry]) {
         guard failure == nil, !entries.isEmpty else { return }
         let application = entries.compactMap { entry -> CommittedEntry? in
-            guard case .normal(let data) = entry.payload else { return nil }
+            guard case .normal(let data) = entry.payload, entry.index > skipApplyingThrough else { return nil }
             return CommittedEntry(index: entry.index, term: entry.term, data: data)
         }
         var results: [UInt64: [UInt8]] = [:]

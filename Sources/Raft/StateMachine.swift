@@ -14,11 +14,17 @@ public protocol StateMachine: AnyObject, Sendable {
     func leaderStarted(term: UInt64)
     /// Called when this node stops leading.
     func leaderStopped()
+    /// For a state machine that keeps its own durable state (the KV store's engine): the index of the
+    /// last entry that state already reflects when the group opens. The group then restores a snapshot
+    /// only when it is newer, and does not apply entries up to this index again. In-memory state
+    /// machines keep the default, 0: they are rebuilt from the snapshot and the log.
+    var durableAppliedIndex: UInt64 { get }
 }
 
 extension StateMachine {
     public func leaderStarted(term: UInt64) {}
     public func leaderStopped() {}
+    public var durableAppliedIndex: UInt64 { 0 }
 }
 
 /// A frozen view of a state machine that can be written out while the state machine moves on.

@@ -1,0 +1,83 @@
+import KVWire
+import RaftCore
+
+/// What a region's Raft log entries carry.
+enum RegionCommand: Hashable, BinaryCodable {
+    /// Writes proposed together by the leader at its time `now` (Unix milliseconds), applied in order.
+    case writes(now: Int64, [KVWrite])
+    /// Splits the region at `key`: it keeps `[start, key)` and region `newRegion` gets `[key, end)`.
+    /// Refused when the region's range version is no longer `rangeVersion` (a split raced another).
+    case split(key: Bytes, newRegion: UInt64, rangeVersion: UInt64)
+
+    func encode(to writer: inout ByteWriter) {
+        switch self {
+        case .writes(let now, let writes):
+            writer.write(UInt8(0))
+            writer.write(UInt64(bitPattern: now))
+            writer.writeVarint(UInt64(writes.count))
+            for write in writes { write.encode(to: &writer) }
+        case .split(let key, let newRegion, let rangeVersion):
+            writer.write(UInt8(1))
+            writer.writeLengthPrefixed(key)
+            writer.write(newRegion)
+            writer.write(rangeVersion)
+        }
+    }
+
+    init(from reader: inout ByteReader) throws(CodecError) {
+        switch try reader.readUInt8("a region command") {
+        case 0:
+            let now = Int64(bitPattern: try reader.readUInt64("a proposal time"))
+            let count = try reader.readCount("writes")
+            var writes: [KVWrite] = []
+            writes.reserveCapacity(count)
+            for _ in 0..<count { writes.append(try KVWrite(from: &reader)) }
+            self = .writes(now: now, writes)
+        case 1:
+            self = .split(
+                key: try reader.readLengthPrefixed("a split key"), newRegion: try reader.readUInt64("a region id"),
+                rangeVersion: try reader.readUInt64("a range version"))
+        default:
+            throw CodecError(offset: reader.offset, expected: "a region command tag")
+        }
+    }
+}
+
+/// The outcome of one write inside a region command.
+typealias WriteOutcome = Result<KVWriteResult, KVError>
+
+/// Encodes the outcomes of a command's writes as the Raft entry's result.
+enum CommandResult {
+    static func encode(_ outcomes: [WriteOutcome]) -> Bytes {
+        var writer = ByteWriter()
+        writer.writeVarint(UInt64(outcomes.count))
+        for outcome in outcomes {
+            switch outcome {
+            case .success(let result): writer.write(UInt8(0)); result.encode(to: &writer)
+            case .failure(let error): writer.write(UInt8(1)); error.encode(to: &writer)
+            }
+        }
+        return writer.bytes
+    }
+
+    static func decode(_ bytes: Bytes) throws(CodecError) -> [WriteOutcome] {
+        let result: Result<[WriteOutcome], CodecError> = bytes.withUnsafeBytes { raw in
+            var reader = ByteReader(raw)
+            do throws(CodecError) {
+                let count = try reader.readCount("outcomes")
+                var outcomes: [WriteOutcome] = []
+                for _ in 0..<count {
+                    switch try reader.readUInt8("an outcome tag") {
+                    case 0: outcomes.append(.success(try KVWriteResult(from: &reader)))
+                    case 1: outcomes.append(.failure(try KVError(from: &reader)))
+                    default: throw CodecError(offset: reader.offset, expected: "an outcome tag")
+                    }
+                }
+                return .success(outcomes)
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try result.get()
+    }
+}
