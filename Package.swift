@@ -144,9 +144,11 @@ let package = Package(
             dependencies: [
                 "RESP",
                 "KVWire",
+                "KVStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-            ]
+            ],
+            exclude: ["Clients"]
         ),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "RaftCore", "Checksum"]),
         .testTarget(

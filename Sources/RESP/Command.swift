@@ -65,7 +65,7 @@ struct KVCall: Sendable {
         _ write: KVWrite, access: Access? = nil, reply: @escaping @Sendable (KVWriteResult) -> RESPValue
     ) -> CommandOutcome {
         .call(KVCall(access: access ?? .write(Set(write.keys))) { service in
-            do {
+            do throws(KVError) {
                 return reply(try await service.write(write))
             } catch {
                 return Replies.failure(error, isWrite: true)
@@ -77,7 +77,7 @@ struct KVCall: Sendable {
         _ read: KVRead, access: Access, reply: @escaping @Sendable (KVReadResult) -> RESPValue
     ) -> CommandOutcome {
         .call(KVCall(access: access) { service in
-            do {
+            do throws(KVError) {
                 return reply(try await service.read(read))
             } catch {
                 return Replies.failure(error, isWrite: false)

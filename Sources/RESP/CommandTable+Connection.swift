@@ -205,11 +205,12 @@ enum ConnectionCommands {
         let every = ["server", "clients", "replication", "keyspace", "divan"]
         var wanted = Set(arguments.all.dropFirst().map { String(decoding: $0, as: UTF8.self).lowercased() })
         if wanted.isEmpty || !wanted.isDisjoint(with: ["all", "everything", "default"]) { wanted = Set(every) }
+        let sections = every.filter(wanted.contains)
         let clients = server.clients.connectedCount
         let uptime = max(0, server.now() - server.startedAt) / 1000
         return KVCall.status { status in
             var text = ""
-            for section in every where wanted.contains(section) {
+            for section in sections {
                 if !text.isEmpty { text += "\r\n" }
                 text += infoSection(section, status: status, clients: clients, uptime: uptime)
             }

@@ -197,7 +197,7 @@ enum KeyCommands {
             key: arguments[1], value: arguments[2], condition: condition ?? .always, expiry: expiry ?? .none,
             returnPrevious: returnPrevious
         )
-        return KVCall.write(write) { result in
+        return KVCall.write(write) { [returnPrevious] result in
             guard case .set(let performed, let previous) = result else { return Replies.unexpectedResult }
             if returnPrevious { return previous.map(RESPValue.bulk) ?? .null }
             return performed ? .ok : .null
@@ -351,13 +351,15 @@ enum KeyCommands {
         }
         let limit = Int(min(count, Int64(server.options.limits.maximumKeysScannedByKEYS)))
         let cursors = server.cursors
+        let filter = pattern
+        let isTypeMatched = onlyStrings
         return KVCall.read(.scan(start: start, end: successor(of: prefix), limit: limit, reverse: false), access: .barrier) { result in
             guard case .pairs(let pairs) = result else { return Replies.unexpectedResult }
             var next: UInt64 = 0
             if pairs.count >= limit, let last = pairs.last {
                 next = cursors.remember(last.key + [0])
             }
-            let keys = onlyStrings ? pairs.map(\.key).filter { pattern?.matches($0) ?? true } : []
+            let keys = isTypeMatched ? pairs.map(\.key).filter { filter?.matches($0) ?? true } : []
             return .array([.bulk(String(next)), .array(keys.map(RESPValue.bulk))])
         }
     }

@@ -177,13 +177,15 @@ struct RESPParser {
         var current: UInt8? = byte
         while let digit = current {
             guard digit >= UInt8(ascii: "0"), digit <= UInt8(ascii: "9") else { return nil }
+            // Negative numbers accumulate downwards so that Int.min, one beyond -Int.max, parses.
             let (shifted, overflowA) = value.multipliedReportingOverflow(by: 10)
-            let (added, overflowB) = shifted.addingReportingOverflow(Int(digit - UInt8(ascii: "0")))
+            let digitValue = Int(digit - UInt8(ascii: "0"))
+            let (added, overflowB) = isNegative ? shifted.subtractingReportingOverflow(digitValue) : shifted.addingReportingOverflow(digitValue)
             if overflowA || overflowB { return nil }
             value = added
             current = iterator.next()
         }
-        return isNegative ? -value : value
+        return value
     }
 
     /// Redis's `sdssplitargs`: words separated by spaces, double quotes with escapes (`\n`, `\xHH`, …),
