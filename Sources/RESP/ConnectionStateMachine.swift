@@ -35,7 +35,7 @@ struct ConnectionStateMachine {
     private var slots = CircularBuffer<Slot>()
     /// The id of `slots.first`; slot ids are consecutive.
     private var firstSlotID: UInt64 = 0
-    private var running: [UInt64: KVCall.Access] = [:]
+    private var running = RunningCalls()
     /// A call that must wait for running ones; nothing after it is parsed until it starts.
     private var waiting: (id: UInt64, call: KVCall)?
     /// Set once QUIT or a protocol error ends the input; nothing more is parsed.
@@ -72,7 +72,7 @@ struct ConnectionStateMachine {
         let index = slots.index(slots.startIndex, offsetBy: Int(id - firstSlotID))
         guard slots[index].reply == nil else { return [] }
         slots[index].reply = reply
-        running[id] = nil
+        running.remove(id)
         var actions: [Action] = []
         if let waiting, canStart(waiting.call.access) {
             self.waiting = nil
@@ -120,21 +120,12 @@ struct ConnectionStateMachine {
     }
 
     private mutating func start(_ id: UInt64, _ call: KVCall, into actions: inout [Action]) {
-        running[id] = call.access
+        running.insert(id, call.access)
         actions.append(.start(id: id, call: call))
     }
 
     private func canStart(_ access: KVCall.Access) -> Bool {
-        running.values.allSatisfy { !Self.conflict(access, $0) }
-    }
-
-    private static func conflict(_ a: KVCall.Access, _ b: KVCall.Access) -> Bool {
-        switch (a, b) {
-        case (.barrier, _), (_, .barrier): return true
-        case (.read, .read): return false
-        case (.read(let x), .write(let y)), (.write(let x), .read(let y)), (.write(let x), .write(let y)):
-            return !x.isDisjoint(with: y)
-        }
+        running.allows(access)
     }
 
     /// Encodes the replies ready at the front into one buffer, so a pipeline costs few writes.
@@ -153,5 +144,45 @@ struct ConnectionStateMachine {
         }
         if let buffer { actions.append(.write(buffer)) }
         if closes { actions.append(.close) }
+    }
+}
+
+/// The running calls of one connection, indexed by the keys they touch, so that deciding whether a
+/// command may start costs a look-up per key, not a pass over everything running.
+private struct RunningCalls {
+    private var accesses: [UInt64: KVCall.Access] = [:]
+    private var readers: [Bytes: Int] = [:]
+    private var writers: [Bytes: Int] = [:]
+    private var barriers = 0
+
+    func allows(_ access: KVCall.Access) -> Bool {
+        if barriers > 0 { return false }
+        switch access {
+        case .barrier: return accesses.isEmpty
+        case .read(let keys): return keys.allSatisfy { writers[$0] == nil }
+        case .write(let keys): return keys.allSatisfy { writers[$0] == nil && readers[$0] == nil }
+        }
+    }
+
+    mutating func insert(_ id: UInt64, _ access: KVCall.Access) {
+        accesses[id] = access
+        switch access {
+        case .barrier: barriers += 1
+        case .read(let keys): for key in keys { readers[key, default: 0] += 1 }
+        case .write(let keys): for key in keys { writers[key, default: 0] += 1 }
+        }
+    }
+
+    mutating func remove(_ id: UInt64) {
+        guard let access = accesses.removeValue(forKey: id) else { return }
+        switch access {
+        case .barrier: barriers -= 1
+        case .read(let keys): for key in keys { Self.decrement(&readers, key) }
+        case .write(let keys): for key in keys { Self.decrement(&writers, key) }
+        }
+    }
+
+    private static func decrement(_ counts: inout [Bytes: Int], _ key: Bytes) {
+        if let count = counts[key], count > 1 { counts[key] = count - 1 } else { counts[key] = nil }
     }
 }
