@@ -154,7 +154,7 @@ enum ConnectionCommands {
     static func clientLine(_ session: Session, server: ServerContext) -> String {
         let age = max(0, server.now() - session.connectedAt) / 1000
         let name = session.name.map { String(decoding: $0, as: UTF8.self) } ?? ""
-        return "id=\(session.id) addr=\(session.remoteAddress) laddr=\(session.localAddress) fd=-1 name=\(name) age=\(age) idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 user=default resp=\(session.version.rawValue)\n"
+        return "id=\(session.id) addr=\(session.remoteAddress) laddr=\(session.localAddress) fd=-1 name=\(name) age=\(age) idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|info user=default redir=-1 resp=\(session.version.rawValue)\n"
     }
 
     @Sendable static func command(_ arguments: Arguments, _ session: inout Session, _ server: ServerContext) -> CommandOutcome {

@@ -18,6 +18,10 @@ final class RESPChannelHandler: ChannelDuplexHandler {
     private var isReadPending = false
     /// A flush is already scheduled for writes made by call completions.
     private var isFlushScheduled = false
+    /// Running calls: their tasks (cancelled when they time out) and their timeouts (cancelled when
+    /// they answer).
+    private var tasks: [UInt64: Task<Void, Never>] = [:]
+    private var timers: [UInt64: Scheduled<Void>] = [:]
 
     init(service: any KVService, server: ServerContext, logger: Logger) {
         self.service = service
@@ -108,18 +112,21 @@ final class RESPChannelHandler: ChannelDuplexHandler {
         let eventLoop = context.eventLoop
         let handler = NIOLoopBound(self, eventLoop: eventLoop)
         let timeout = server.options.commandTimeout
-        // Never hang: a service that does not answer in time gets the timeout reply, and its late
-        // answer is dropped by the state machine.
-        let timer = eventLoop.scheduleTask(in: .milliseconds(timeout)) {
-            handler.value.complete(id, reply: call.timeoutReply(milliseconds: timeout))
-        }
         let service = self.service
-        Task {
+        tasks[id] = Task {
             let reply = await call.run(service)
             eventLoop.execute {
-                timer.cancel()
+                handler.value.timers.removeValue(forKey: id)?.cancel()
+                handler.value.tasks[id] = nil
                 handler.value.complete(id, reply: reply)
             }
+        }
+        // Never hang: a service that does not answer in time gets the timeout reply and is asked
+        // to stop; if it answers anyway, the state machine drops the late reply.
+        timers[id] = eventLoop.scheduleTask(in: .milliseconds(timeout)) {
+            handler.value.timers[id] = nil
+            handler.value.tasks.removeValue(forKey: id)?.cancel()
+            handler.value.complete(id, reply: call.timeoutReply(milliseconds: timeout))
         }
     }
 

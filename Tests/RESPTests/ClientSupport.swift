@@ -59,11 +59,11 @@ let debianPython = "/usr/bin/python3"
 /// Runs `body` against a RESPServer on a port the OS picked, in front of a fresh LocalKVService,
 /// and closes the server afterwards whatever happens.
 func withServer<T>(
+    service: any KVService = LocalKVService(engine: SortedArrayEngine()),
     options: RESPServerOptions = RESPServerOptions(), _ body: (RESPServer) async throws -> T
 ) async throws -> T {
     var logger = Logger(label: "resp-test")
     logger.logLevel = .warning
-    let service = LocalKVService(engine: SortedArrayEngine())
     let server = try await RESPServer.start(host: "127.0.0.1", port: 0, service: service, options: options, logger: logger)
     do {
         let result = try await body(server)
