@@ -52,6 +52,10 @@ final class RESPChannelHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         if machine != nil { server.clients.disconnect() }
         machine = nil
+        // Calls already sent run to the end, as Redis runs a departed client's commands; only the
+        // timers that would answer them go.
+        for timer in timers.values { timer.cancel() }
+        timers = [:]
         context.fireChannelInactive()
     }
 

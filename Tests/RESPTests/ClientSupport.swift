@@ -49,6 +49,14 @@ func runProgram(_ arguments: [String], input: String = "", timeout: Duration = .
     )
 }
 
+/// redis-cli's output without the `(0.53s)` lines it adds after a command that took over half a
+/// second, which a loaded machine (the whole suite runs in parallel) can produce at any point.
+func withoutLatencyLines(_ output: String) -> String {
+    output.split(separator: "\n", omittingEmptySubsequences: false)
+        .filter { line in !(line.hasPrefix("(") && line.hasSuffix("s)") && Double(line.dropFirst().dropLast(2)) != nil) }
+        .joined(separator: "\n")
+}
+
 /// The client scripts next to this file.
 let clientScripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Clients")
 

@@ -52,7 +52,7 @@ private struct FailingService: KVService {
 struct UnavailableClusterTests {
     private func replies(_ mode: FailingService.Mode, timeout: Int64 = 10_000, _ script: String) async throws -> String {
         try await withServer(service: FailingService(mode: mode), options: RESPServerOptions(commandTimeout: timeout)) { server in
-            try await runProgram([redisCLI, "--no-raw", "-p", "\(server.port)"], input: script).stdout
+            withoutLatencyLines(try await runProgram([redisCLI, "--no-raw", "-p", "\(server.port)"], input: script).stdout)
         }
     }
 
