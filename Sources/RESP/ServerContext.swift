@@ -13,8 +13,8 @@ struct Session: Sendable {
     var name: Bytes?
     var version: ProtocolVersion = .resp2
     var isAuthenticated: Bool
-    var remoteAddress: String
-    var localAddress: String
+    let remoteAddress: String
+    let localAddress: String
     /// Unix milliseconds when the connection was accepted (CLIENT INFO's age).
     let connectedAt: Int64
 
