@@ -51,8 +51,17 @@ let package = Package(
         .target(name: "KVWire", dependencies: ["RaftCore"]),
         .target(
             name: "KVStore",
-            dependencies: ["KVWire", "Raft", "RaftCore", "RaftStorage", "Checksum", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "KVWire",
+                "Raft",
+                "RaftCore",
+                "RaftStorage",
+                "Checksum",
+                "CRocksDB",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
+        .systemLibrary(name: "CRocksDB", pkgConfig: "rocksdb", providers: [.apt(["librocksdb-dev"])]),
         .target(
             name: "RESP",
             dependencies: [
@@ -89,6 +98,8 @@ let package = Package(
         .target(
             name: "DivanServer",
             dependencies: [
+                "KVStore",
+                "KVWire",
                 "Raft",
                 "RaftCore",
                 "RaftStorage",
@@ -149,6 +160,14 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             exclude: ["Clients"]
+        ),
+        .testTarget(
+            name: "KVStoreTests",
+            dependencies: [
+                "KVStore", "KVWire", "Raft", "RaftCore", "RaftStorage",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
         ),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "RaftCore", "Checksum"]),
         .testTarget(

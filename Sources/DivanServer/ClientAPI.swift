@@ -4,20 +4,24 @@ import NIOPosix
 import Prometheus
 import Raft
 import RaftCore
+import KVStore
+import KVWire
 
-/// The HTTP endpoint of `divan server`: the built-in replicated map, the group's status, and health.
+/// The HTTP endpoint of `divan server`: Divan KV over HTTP, the node's status, and health.
 ///
 /// - `GET /kv/KEY`: a linearizable read (ReadIndex on whatever role this node has);
-/// - `PUT /kv/KEY` with the value as body, `DELETE /kv/KEY`: replicated writes through the leader;
-/// - `GET /status`: role, term, leader, commit and applied indexes, followers (JSON);
-/// - `GET /ready`: 200 once the node knows a leader;
+/// - `PUT /kv/KEY` with the value as body, `DELETE /kv/KEY`: replicated writes, from any node;
+/// - `GET /status`: the placement driver's group as this node sees it (role, term, leader, commit and
+///   applied indexes, followers) and every region (JSON);
+/// - `GET /ready`: 200 once every group held here knows a leader;
 /// - `GET /metrics`: the runtime's swift-metrics in Prometheus text format;
-/// - `POST /membership` with lines `add-voter ID`, `add-learner ID`, `remove ID`: one membership
-///   change (joint consensus when it changes more than one voter), proposed on the leader;
-/// - `POST /snapshot`: snapshot the state machine now and compact the log it covers.
+/// - `POST /membership` with lines `add-voter ID`, `add-learner ID`, `remove ID`: changes the target
+///   membership of every group; each group's leader moves its group there (joint consensus when
+///   it changes more than one voter);
+/// - `POST /snapshot`: snapshot every group held here now and compact the log each covers.
 ///
 /// Failures answer 503 with a header `divan-outcome: definite` (it did not happen; retry anywhere) or
-/// `divan-outcome: indefinite` (it may have happened), and for "not leader" a `divan-leader` hint.
+/// `divan-outcome: indefinite` (it may have happened).
 public enum ClientAPI {
     /// A response, before it is written.
     public struct Response: Sendable {
@@ -27,88 +31,97 @@ public enum ClientAPI {
     }
 
     public static func bind(
-        group: RaftGroup, map: ReplicatedMap, metrics: PrometheusCollectorRegistry, on loops: EventLoopGroup, host: String, port: Int
+        store: Store, service: NodeKVService, metrics: PrometheusCollectorRegistry, on loops: EventLoopGroup, host: String, port: Int
     ) async throws -> Channel {
         try await ServerBootstrap(group: loops)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(ClientAPIHandler(group: group, map: map, metrics: metrics))
+                    try channel.pipeline.syncOperations.addHandler(ClientAPIHandler(store: store, service: service, metrics: metrics))
                 }
             }
             .bind(host: host, port: port).get()
     }
 
     public static func answer(
-        method: HTTPMethod, path: String, body: String, group: RaftGroup, map: ReplicatedMap, metrics: PrometheusCollectorRegistry
+        method: HTTPMethod, path: String, body: String, store: Store, service: NodeKVService, metrics: PrometheusCollectorRegistry
     ) async -> Response {
-        if path == "/status" { return Response(status: .ok, body: await statusJSON(group)) }
+        if path == "/status" { return Response(status: .ok, body: await statusJSON(store)) }
         if path == "/metrics" {
             var text: [UInt8] = []
             metrics.emit(into: &text)
             return Response(status: .ok, body: String(decoding: text, as: UTF8.self))
         }
         if path == "/ready" {
-            return await group.status.leader == nil
-                ? Response(status: .serviceUnavailable, body: "no leader\n") : Response(status: .ok, body: "ready\n")
+            for group in store.groups where await group.status.leader == nil {
+                return Response(status: .serviceUnavailable, body: "group \(group.group) has no leader\n")
+            }
+            return Response(status: .ok, body: "ready\n")
         }
         if path == "/snapshot" {
             guard method == .POST else { return Response(status: .methodNotAllowed, body: "POST\n") }
-            do {
-                let index = try await group.takeSnapshot()
-                return Response(status: .ok, body: index.map { "snapshot at \($0)\n" } ?? "nothing new to snapshot\n")
-            } catch {
-                return Response(status: .internalServerError, body: "\(error)\n")
+            var lines = ""
+            for group in store.groups {
+                do {
+                    let index = try await group.takeSnapshot()
+                    lines += "group \(group.group): " + (index.map { "snapshot at \($0)\n" } ?? "nothing new to snapshot\n")
+                } catch {
+                    return Response(status: .internalServerError, body: "group \(group.group): \(error)\n")
+                }
             }
+            return Response(status: .ok, body: lines)
         }
         if path == "/membership" {
             guard method == .POST else { return Response(status: .methodNotAllowed, body: "POST\n") }
             do {
                 let change = try membershipChange(from: body)
-                try await group.changeMembership(change)
+                guard let current = await store.placementGroup?.status.membership else {
+                    return Response(status: .serviceUnavailable, body: "shutting down\n")
+                }
+                var (voters, learners) = store.targetMembership ?? (current.voters, current.learners)
+                for step in change.steps {
+                    voters.removeAll { $0 == step.node }
+                    learners.removeAll { $0 == step.node }
+                    switch step {
+                    case .addVoter(let node, _): voters.append(node)
+                    case .addLearner(let node, _): learners.append(node)
+                    case .remove: break
+                    }
+                }
+                try await store.changeMembership(voters: voters, learners: learners)
                 return Response(status: .ok, body: "proposed\n")
-            } catch let error as RaftError {
-                return failure(error)
-            } catch {
+            } catch let error as MembershipRequestError {
                 return Response(status: .badRequest, body: "\(error)\n")
+            } catch {
+                return Response(status: .serviceUnavailable, body: "\(error)\n", headers: [("divan-outcome", "definite")])
             }
         }
         guard path.hasPrefix("/kv/"), path.count > 4 else { return Response(status: .notFound, body: "not found\n") }
-        let key = String(path.dropFirst(4))
-        do {
+        let key = Array(path.dropFirst(4).utf8)
+        do throws(KVError) {
             switch method {
             case .GET:
-                _ = try await group.readIndex()
-                guard let value = map.value(of: key) else { return Response(status: .notFound, body: "") }
-                return Response(status: .ok, body: value)
+                guard case .value(let value?) = try await service.read(.get(key: key)) else { return Response(status: .notFound, body: "") }
+                return Response(status: .ok, body: String(decoding: value, as: UTF8.self))
             case .PUT:
-                let previous = try await group.apply(ReplicatedMap.Command.put(key: key, value: body).encoded)
-                return Response(status: .ok, body: String(decoding: previous, as: UTF8.self))
+                let result = try await service.write(.set(key: key, value: Array(body.utf8), condition: .always, expiry: .none, returnPrevious: true))
+                guard case .set(_, let previous) = result else { return Response(status: .ok, body: "") }
+                return Response(status: .ok, body: previous.map { String(decoding: $0, as: UTF8.self) } ?? "")
             case .DELETE:
-                let previous = try await group.apply(ReplicatedMap.Command.delete(key: key).encoded)
-                return Response(status: .ok, body: String(decoding: previous, as: UTF8.self))
+                guard case .value(let previous) = try await service.write(.getAndDelete(key: key)) else { return Response(status: .ok, body: "") }
+                return Response(status: .ok, body: previous.map { String(decoding: $0, as: UTF8.self) } ?? "")
             default:
                 return Response(status: .methodNotAllowed, body: "GET, PUT or DELETE\n")
             }
-        } catch let error as RaftError {
-            return failure(error)
         } catch {
-            return Response(status: .internalServerError, body: "\(error)\n")
+            return failure(error)
         }
     }
 
-    /// 503 with whether the request may have taken effect, and the leader when known.
-    static func failure(_ error: RaftError) -> Response {
-        var response = Response(status: .serviceUnavailable, body: "\(error)\n")
-        switch error {
-        case .definite(let failure):
-            response.headers.append(("divan-outcome", "definite"))
-            if case .notLeader(let hint?) = failure { response.headers.append(("divan-leader", "\(hint)")) }
-        case .indefinite:
-            response.headers.append(("divan-outcome", "indefinite"))
-        }
-        return response
+    /// 503 with whether the request may have taken effect.
+    static func failure(_ error: KVError) -> Response {
+        Response(status: .serviceUnavailable, body: "\(error)\n", headers: [("divan-outcome", error.isDefinite ? "definite" : "indefinite")])
     }
 
     /// A request body that names no valid change.
@@ -133,7 +146,8 @@ public enum ClientAPI {
         return ConfigurationChange(steps)
     }
 
-    static func statusJSON(_ group: RaftGroup) async -> String {
+    static func statusJSON(_ store: Store) async -> String {
+        guard let group = store.placementGroup else { return "{}\n" }
         let status = await group.status
         let contacts = await group.timeSinceLastContact
         let followers = status.followers.keys.sorted().map { peer -> String in
@@ -147,9 +161,26 @@ public enum ClientAPI {
             "leader": \(status.leader.map(String.init) ?? "null"), "commit": \(status.commit), \
             "applied": \(status.applied), "first_index": \(status.firstIndex), "voters": \(status.membership.voters), \
             "learners": \(status.membership.learners), "followers": {\(followers.joined(separator: ", "))}, \
-            "failure": \(failure)}
+            "failure": \(failure), "regions": [\(await regionsJSON(store))]}
 
             """
+    }
+}
+
+extension ClientAPI {
+    static func regionsJSON(_ store: Store) async -> String {
+        await store.status().regions.map { region in
+            let descriptor = region.region
+            func key(_ bytes: [UInt8]?) -> String {
+                bytes.map { "\"" + String(decoding: $0, as: UTF8.self).unicodeScalars.map { $0.isASCII && $0.value >= 32 && $0 != "\"" && $0 != "\\" ? String($0) : "?" }.joined() + "\"" } ?? "null"
+            }
+            return """
+                {"id": \(descriptor.id), "start": \(key(descriptor.start)), "end": \(key(descriptor.end)), \
+                "range_version": \(descriptor.rangeVersion), "role": "\(region.role)", \
+                "leader": \(region.leader.map(String.init) ?? "null"), "term": \(region.term), "commit": \(region.commitIndex), \
+                "applied": \(region.appliedIndex), "keys": \(region.keys), "bytes": \(region.bytes)}
+                """
+        }.joined(separator: ", ")
     }
 }
 
@@ -158,15 +189,15 @@ final class ClientAPIHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    let group: RaftGroup
-    let map: ReplicatedMap
+    let store: Store
+    let service: NodeKVService
     let metrics: PrometheusCollectorRegistry
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
 
-    init(group: RaftGroup, map: ReplicatedMap, metrics: PrometheusCollectorRegistry) {
-        self.group = group
-        self.map = map
+    init(store: Store, service: NodeKVService, metrics: PrometheusCollectorRegistry) {
+        self.store = store
+        self.service = service
         self.metrics = metrics
     }
 
@@ -180,7 +211,7 @@ final class ClientAPIHandler: ChannelInboundHandler {
         case .end:
             guard let head else { return }
             let channel = context.channel
-            let group = group, map = map, metrics = metrics
+            let store = store, service = service, metrics = metrics
             let path = String(head.uri.prefix { $0 != "?" })
             let method = head.method
             let text = String(decoding: body, as: UTF8.self)
@@ -188,7 +219,7 @@ final class ClientAPIHandler: ChannelInboundHandler {
             // Stop reading until this answer is written, so answers leave in request order.
             channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
             Task {
-                let response = await ClientAPI.answer(method: method, path: path, body: text, group: group, map: map, metrics: metrics)
+                let response = await ClientAPI.answer(method: method, path: path, body: text, store: store, service: service, metrics: metrics)
                 var headers = HTTPHeaders()
                 headers.add(name: "content-type", value: "text/plain")
                 headers.add(name: "content-length", value: "\(response.body.utf8.count)")

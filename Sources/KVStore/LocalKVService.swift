@@ -46,7 +46,7 @@ public final class LocalKVService: KVService {
         if case .count(let count)? = try? KVReader(engine: engine, now: clock()).read(.count(start: [], end: nil)) {
             keys = UInt64(count)
         }
-        let region = RegionDescriptor(id: 1, start: [], end: nil, peers: [1])
+        let region = RegionDescriptor(id: 1, start: [], end: nil, voters: [1])
         return ClusterStatus(node: 1, regions: [RegionStatus(
             region: region, role: "leader", leader: 1, term: 1, commitIndex: 0, appliedIndex: 0, keys: keys, bytes: 0)])
     }

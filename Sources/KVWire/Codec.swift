@@ -306,8 +306,10 @@ extension RegionDescriptor: BinaryCodable {
         writer.writeOptional(end)
         writer.write(rangeVersion)
         writer.write(membershipVersion)
-        writer.writeVarint(UInt64(peers.count))
-        for peer in peers { writer.write(peer) }
+        writer.writeVarint(UInt64(voters.count))
+        for voter in voters { writer.write(voter) }
+        writer.writeVarint(UInt64(learners.count))
+        for learner in learners { writer.write(learner) }
     }
 
     public init(from reader: inout ByteReader) throws(CodecError) {
@@ -316,10 +318,13 @@ extension RegionDescriptor: BinaryCodable {
         let end = try reader.readOptional("an end key")
         let rangeVersion = try reader.readUInt64("a range version")
         let membershipVersion = try reader.readUInt64("a membership version")
-        let count = try reader.readCount("peers", minimumElementSize: 8)
-        var peers: [UInt64] = []
-        for _ in 0..<count { peers.append(try reader.readUInt64("a peer")) }
-        self.init(id: id, start: start, end: end, rangeVersion: rangeVersion, membershipVersion: membershipVersion, peers: peers)
+        var voters: [UInt64] = []
+        for _ in 0..<(try reader.readCount("voters", minimumElementSize: 8)) { voters.append(try reader.readUInt64("a voter")) }
+        var learners: [UInt64] = []
+        for _ in 0..<(try reader.readCount("learners", minimumElementSize: 8)) { learners.append(try reader.readUInt64("a learner")) }
+        self.init(
+            id: id, start: start, end: end, rangeVersion: rangeVersion, membershipVersion: membershipVersion,
+            voters: voters, learners: learners)
     }
 }
 

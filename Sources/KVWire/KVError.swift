@@ -115,16 +115,22 @@ public struct RegionDescriptor: Sendable, Hashable {
     public var end: Bytes?
     public var rangeVersion: UInt64
     public var membershipVersion: UInt64
-    /// The nodes that hold a replica (voters and learners).
-    public var peers: [UInt64]
+    /// The nodes that vote in the region's Raft group.
+    public var voters: [UInt64]
+    /// The nodes that hold a non-voting replica (they serve linearizable reads).
+    public var learners: [UInt64]
 
-    public init(id: UInt64, start: Bytes, end: Bytes?, rangeVersion: UInt64 = 1, membershipVersion: UInt64 = 1, peers: [UInt64]) {
+    public init(
+        id: UInt64, start: Bytes, end: Bytes?, rangeVersion: UInt64 = 1, membershipVersion: UInt64 = 1,
+        voters: [UInt64], learners: [UInt64] = []
+    ) {
         self.id = id
         self.start = start
         self.end = end
         self.rangeVersion = rangeVersion
         self.membershipVersion = membershipVersion
-        self.peers = peers
+        self.voters = voters
+        self.learners = learners
     }
 
     public func contains(_ key: Bytes) -> Bool {

@@ -76,25 +76,27 @@ enum DivanCommands {
     }
 
     @Sendable static func statusReply(_ status: ClusterStatus) -> RESPValue {
-        .map([
-            ("node", .integer(Int64(clamping: status.node))),
-            ("regions", .array(status.regions.map { region in
-                let lag = region.commitIndex >= region.appliedIndex ? region.commitIndex - region.appliedIndex : 0
-                return .map([
-                    ("id", .integer(Int64(clamping: region.region.id))),
-                    ("start", .bulk(region.region.start)),
-                    ("end", region.region.end.map(RESPValue.bulk) ?? .null),
-                    ("peers", .array(region.region.peers.map { .integer(Int64(clamping: $0)) })),
-                    ("role", .bulk(region.role)),
-                    ("leader", region.leader.map { .integer(Int64(clamping: $0)) } ?? .null),
-                    ("term", .integer(Int64(clamping: region.term))),
-                    ("commit_index", .integer(Int64(clamping: region.commitIndex))),
-                    ("applied_index", .integer(Int64(clamping: region.appliedIndex))),
-                    ("apply_lag", .integer(Int64(clamping: lag))),
-                    ("keys", .integer(Int64(clamping: region.keys))),
-                    ("bytes", .integer(Int64(clamping: region.bytes))),
-                ])
-            })),
-        ])
+        .map([("node", .integer(Int64(clamping: status.node))), ("regions", .array(status.regions.map(regionReply)))])
+    }
+
+    private static func regionReply(_ region: RegionStatus) -> RESPValue {
+        let lag = region.commitIndex >= region.appliedIndex ? region.commitIndex - region.appliedIndex : 0
+        let voters: [RESPValue] = region.region.voters.map { .integer(Int64(clamping: $0)) }
+        let learners: [RESPValue] = region.region.learners.map { .integer(Int64(clamping: $0)) }
+        let leader: RESPValue = region.leader.map { .integer(Int64(clamping: $0)) } ?? .null
+        let end: RESPValue = region.region.end.map(RESPValue.bulk) ?? .null
+        var fields: [(String, RESPValue)] = [
+            ("id", .integer(Int64(clamping: region.region.id))), ("start", .bulk(region.region.start)), ("end", end),
+            ("voters", .array(voters)), ("learners", .array(learners)), ("role", .bulk(region.role)), ("leader", leader),
+        ]
+        fields += [
+            ("term", .integer(Int64(clamping: region.term))),
+            ("commit_index", .integer(Int64(clamping: region.commitIndex))),
+            ("applied_index", .integer(Int64(clamping: region.appliedIndex))),
+            ("apply_lag", .integer(Int64(clamping: lag))),
+            ("keys", .integer(Int64(clamping: region.keys))),
+            ("bytes", .integer(Int64(clamping: region.bytes))),
+        ]
+        return .map(fields)
     }
 }

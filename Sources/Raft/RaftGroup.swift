@@ -227,6 +227,27 @@ public actor RaftGroup {
         }
     }
 
+    /// Proposes `data` on the leader, or forwards it to the leader from any other role, without
+    /// waiting: the caller recognises its entry when the state machine applies it (by an id inside
+    /// `data`). Throws a definite error when it was neither proposed nor forwarded.
+    public func submit(_ data: [UInt8]) async throws -> ProposalRoute {
+        if isStopped { throw RaftError.definite(.shuttingDown) }
+        if let failure { throw RaftError.indefinite(.stateMachineFailed(failure)) }
+        metrics.proposals.increment()
+        let route: ProposalRoute
+        do {
+            route = try node.proposeOrForward(data)
+        } catch {
+            switch error {
+            case .notLeader(let hint): throw RaftError.definite(.notLeader(leaderHint: hint))
+            case .tooLarge(let bytes, let limit): throw RaftError.definite(.tooLarge(bytes: bytes, limit: limit))
+            default: throw RaftError.definite(.rejected(error))
+            }
+        }
+        await process()
+        return route
+    }
+
     /// A linearizable read point on any role: once this returns, the local state machine has applied
     /// everything that was committed when the call began.
     public func readIndex() async throws -> UInt64 {

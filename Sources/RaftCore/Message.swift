@@ -36,6 +36,9 @@ public struct Message: Sendable, Hashable {
         case readIndexResponse(context: UInt64, index: UInt64)
         /// Leader → transfer target: campaign now, skipping pre-vote and the election timeout.
         case timeoutNow
+        /// Follower or learner → leader: data to propose on the sender's behalf (etcd's MsgProp). A
+        /// leader that cannot propose drops it; the sender learns the outcome from its own log.
+        case proposal([UInt8])
     }
 
     public struct Append: Sendable, Hashable {
@@ -104,6 +107,7 @@ extension Message: CustomStringConvertible {
         case .readIndexRequest(let c): body = "readIndexRequest(\(c))"
         case .readIndexResponse(let c, let i): body = "readIndexResponse(\(c), index: \(i))"
         case .timeoutNow: body = "timeoutNow"
+        case .proposal(let data): body = "proposal(\(data.count) bytes)"
         }
         return "\(from)→\(to) t\(term) \(body)"
     }

@@ -58,7 +58,7 @@ extension RaftNode {
         case .append, .heartbeat, .snapshot:
             becomeFollower(term: message.term, leader: message.from)
             stepFollower(message)
-        case .readIndexRequest, .readIndexResponse, .timeoutNow, .appendResponse, .heartbeatResponse, .voteRequest:
+        case .readIndexRequest, .readIndexResponse, .timeoutNow, .appendResponse, .heartbeatResponse, .voteRequest, .proposal:
             events.append(.messageDropped(from: message.from, .unexpectedForRole))
         }
     }
@@ -89,7 +89,7 @@ extension RaftNode {
                 return
             }
             readStates.append(ReadState(index: index, context: context))
-        case .readIndexRequest, .appendResponse, .heartbeatResponse, .voteResponse, .voteRequest:
+        case .readIndexRequest, .appendResponse, .heartbeatResponse, .voteResponse, .voteRequest, .proposal:
             events.append(.messageDropped(from: message.from, .unexpectedForRole))
         }
     }

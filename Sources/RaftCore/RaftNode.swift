@@ -104,6 +104,19 @@ public struct RaftNode: Sendable {
         return try proposeEntry(.normal(data))
     }
 
+    /// Proposes `data` here when leading, or forwards it to the known leader, which proposes it on
+    /// this node's behalf. A forwarded proposal has no index yet: the caller recognises its entry
+    /// when it is applied (by an id inside `data`), or gives up after a timeout, not knowing.
+    public mutating func proposeOrForward(_ data: [UInt8]) throws(ProposalError) -> ProposalRoute {
+        if case .leader = role { return .proposed(index: try propose(data)) }
+        guard data.count <= config.maxProposalBytes else {
+            throw .tooLarge(bytes: data.count, limit: config.maxProposalBytes)
+        }
+        guard leader != noNode else { throw .noLeader }
+        send(Message(from: id, to: leader, term: term, payload: .proposal(data)), afterPersist: false)
+        return .forwarded(to: leader)
+    }
+
     /// Asks for a linearizable read point. The answer arrives as a `ReadState` with this context in
     /// a later `Ready`; serve the read once applied up to its index. On a follower or learner the
     /// request goes to the leader.

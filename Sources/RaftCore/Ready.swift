@@ -91,6 +91,14 @@ public struct Ready: ~Copyable, Sendable {
 }
 
 /// A proposal the core refused. All are definite: the entry was not appended.
+/// Where `RaftNode.proposeOrForward` sent a proposal.
+public enum ProposalRoute: Sendable, Hashable {
+    /// Appended to this leader's log at `index`.
+    case proposed(index: UInt64)
+    /// Sent to the leader `to`, which proposes it if it still leads.
+    case forwarded(to: NodeID)
+}
+
 public enum ProposalError: Error, Sendable, Hashable, CustomStringConvertible {
     case notLeader(leaderHint: NodeID?)
     case leadershipTransferInProgress(to: NodeID)

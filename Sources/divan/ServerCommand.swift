@@ -8,11 +8,11 @@ import Raft
 import RaftCore
 import ServiceLifecycle
 
-/// `divan server`: one Divan node. Until Divan KV lands it hosts the built-in replicated map.
+/// `divan server`: one Divan KV node.
 struct ServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "server",
-        abstract: "Run one Divan node (Raft over TCP, HTTP client API).",
+        abstract: "Run one Divan KV node (regions and the placement driver over Raft, HTTP client API).",
         discussion: """
             Example: divan server --id 1 --listen 127.0.0.1:7001 --http 127.0.0.1:8001 \
             --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /tmp/divan-1
@@ -34,7 +34,19 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "The founding voters (default: every node in --peers), e.g. 1,2,3.")
     var voters: String?
 
-    @Flag(help: "Join an existing group: start empty and wait for the leader to add this node.")
+    @Option(help: "Nodes that hold a non-voting replica of every group from the start, e.g. 4.")
+    var learners: String?
+
+    @Option(help: "Storage engine: rocksdb or memory.")
+    var engine = "rocksdb"
+
+    @Option(help: "Split a region once it holds this many keys.")
+    var splitKeys: Int64 = 1_000_000
+
+    @Option(help: "Split a region once it holds this many bytes.")
+    var splitBytes: Int64 = 64 << 20
+
+    @Flag(help: "Join an existing cluster: start empty and wait to be added (POST /membership on a member).")
     var join = false
 
     @Option(help: "Election priorities, SOFAJRaft style (-1 off, 0 never leader): ID=PRIORITY,...")
@@ -90,10 +102,21 @@ struct ServerCommand: AsyncParsableCommand {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         var logger = Logger(label: "divan.server")
         logger[metadataKey: "node"] = "\(id)"
-        var serverOptions = RaftServer.Options(
+        guard let engineChoice = KVServer.Engine(rawValue: engine) else {
+            throw ValidationError("--engine must be one of \(KVServer.Engine.allCases.map(\.rawValue))")
+        }
+        let learnerIDs = try (learners ?? "").split(separator: ",").map { item -> NodeID in
+            guard let peer = UInt64(item), members[peer] != nil else { throw ValidationError("--learners: '\(item)' is not a node of --peers") }
+            return peer
+        }
+        var serverOptions = KVServer.Options(
             id: id, raftHost: raftHost, raftPort: raftPort, peers: members, httpHost: httpHost,
             httpPort: httpPort, dataDirectory: dataDir, raft: raft)
         serverOptions.priorities = electionPriorities
+        serverOptions.engine = engineChoice
+        serverOptions.learners = learnerIDs
+        serverOptions.placement.splitKeys = splitKeys
+        serverOptions.placement.splitBytes = splitBytes
         if !join {
             let founders = try voters.map { list in
                 try list.split(separator: ",").map { item -> NodeID in
@@ -102,10 +125,10 @@ struct ServerCommand: AsyncParsableCommand {
                     }
                     return peer
                 }
-            } ?? Array(members.keys)
+            } ?? members.keys.filter { !learnerIDs.contains($0) }
             serverOptions.founders = founders
         }
-        let server = RaftServer(
+        let server = KVServer(
             options: serverOptions,
             logger: logger, metrics: registry)
         let services = ServiceGroup(

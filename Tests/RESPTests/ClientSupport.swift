@@ -67,7 +67,7 @@ let debianPython = "/usr/bin/python3"
 /// Runs `body` against a RESPServer on a port the OS picked, in front of a fresh LocalKVService,
 /// and closes the server afterwards whatever happens.
 func withServer<T>(
-    service: any KVService = LocalKVService(engine: SortedArrayEngine()),
+    service: any KVService = LocalKVService(engine: MemoryEngine()),
     options: RESPServerOptions = RESPServerOptions(), _ body: (RESPServer) async throws -> T
 ) async throws -> T {
     var logger = Logger(label: "resp-test")

@@ -31,7 +31,7 @@ struct Harness {
 
     init(options: RESPServerOptions = RESPServerOptions(), clock: TestClock = TestClock(), service: LocalKVService? = nil) {
         self.clock = clock
-        self.service = service ?? LocalKVService(engine: SortedArrayEngine(), clock: { clock.now })
+        self.service = service ?? LocalKVService(engine: MemoryEngine(), clock: { clock.now })
         let server = ServerContext(options: options, now: { clock.now })
         machine = ConnectionStateMachine(
             session: Session(id: 7, isAuthenticated: options.password == nil, connectedAt: clock.now), server: server

@@ -4,13 +4,18 @@
 public protocol StorageEngine: AnyObject, Sendable {
     /// The value stored at `key`, or nil.
     func get(_ key: [UInt8]) throws -> [UInt8]?
-    /// Up to `limit` pairs whose keys lie in `range`, ascending, or descending when `reverse`.
+    /// Up to `limit` pairs whose keys lie in `range`, ascending, or descending when `reverse`. A
+    /// `limit` of zero or less returns nothing.
     func scan(_ range: KeyRange, limit: Int, reverse: Bool) throws -> [KeyValuePair]
     /// Applies every operation of `batch` atomically, in order: after a crash, all or none of it is there.
     func write(_ batch: WriteBatch) throws
     /// A consistent point-in-time view that later writes do not change. Cheap to take (RocksDB's
     /// snapshot, a copy-on-write copy): snapshots of regions are serialized from it in the background.
     func snapshot() -> any EngineSnapshot
+    /// Makes every write so far durable without the engine's own write-ahead log (RocksDB writes its
+    /// memtables to SST files and waits). A state machine that runs RocksDB without its WAL calls it
+    /// before the Raft log is compacted past the applied index the engine holds.
+    func flush() throws
 }
 
 /// A frozen, read-only view of a storage engine.

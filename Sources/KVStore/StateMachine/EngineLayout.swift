@@ -114,11 +114,14 @@ public enum KVStoreError: Error, Sendable, Hashable, CustomStringConvertible {
     case corrupt(String)
     /// The engine failed.
     case engine(String)
+    /// An option that makes no sense.
+    case invalidOption(String)
 
     public var description: String {
         switch self {
         case .corrupt(let what): return "corrupt KV data: \(what)"
         case .engine(let what): return "storage engine: \(what)"
+        case .invalidOption(let what): return "invalid option: \(what)"
         }
     }
 }

@@ -3,17 +3,20 @@ import RaftCore
 
 /// What a region's Raft log entries carry.
 enum RegionCommand: Hashable, BinaryCodable {
-    /// Writes proposed together by the leader at its time `now` (Unix milliseconds), applied in order.
-    case writes(now: Int64, [KVWrite])
+    /// Writes proposed together at the proposer's time `now` (Unix milliseconds), applied in order.
+    /// `origin` names the node that waits for their outcomes and its request id there.
+    case writes(now: Int64, origin: ProposalOrigin, [KVWrite])
     /// Splits the region at `key`: it keeps `[start, key)` and region `newRegion` gets `[key, end)`.
     /// Refused when the region's range version is no longer `rangeVersion` (a split raced another).
     case split(key: Bytes, newRegion: UInt64, rangeVersion: UInt64)
 
     func encode(to writer: inout ByteWriter) {
         switch self {
-        case .writes(let now, let writes):
+        case .writes(let now, let origin, let writes):
             writer.write(UInt8(0))
             writer.write(UInt64(bitPattern: now))
+            writer.write(origin.node)
+            writer.write(origin.request)
             writer.writeVarint(UInt64(writes.count))
             for write in writes { write.encode(to: &writer) }
         case .split(let key, let newRegion, let rangeVersion):
@@ -28,11 +31,12 @@ enum RegionCommand: Hashable, BinaryCodable {
         switch try reader.readUInt8("a region command") {
         case 0:
             let now = Int64(bitPattern: try reader.readUInt64("a proposal time"))
+            let origin = ProposalOrigin(node: try reader.readUInt64("an origin node"), request: try reader.readUInt64("a request id"))
             let count = try reader.readCount("writes")
             var writes: [KVWrite] = []
             writes.reserveCapacity(count)
             for _ in 0..<count { writes.append(try KVWrite(from: &reader)) }
-            self = .writes(now: now, writes)
+            self = .writes(now: now, origin: origin, writes)
         case 1:
             self = .split(
                 key: try reader.readLengthPrefixed("a split key"), newRegion: try reader.readUInt64("a region id"),
@@ -41,6 +45,12 @@ enum RegionCommand: Hashable, BinaryCodable {
             throw CodecError(offset: reader.offset, expected: "a region command tag")
         }
     }
+}
+
+/// Who proposed a command: the node waiting for its outcome, and that node's id for the request.
+struct ProposalOrigin: Hashable {
+    var node: UInt64
+    var request: UInt64
 }
 
 /// The outcome of one write inside a region command.

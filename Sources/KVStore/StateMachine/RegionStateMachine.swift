@@ -49,39 +49,60 @@ struct RegionMeta: Hashable, BinaryCodable {
 public final class RegionStateMachine: StateMachine {
     let engine: any StorageEngine
     let region: UInt64
+    /// This node's id: commands it proposed are answered through `waiters`.
+    let node: UInt64
+    let waiters: ProposalWaiters
     private let meta: Mutex<RegionMeta>
     /// Called (on the group's actor, after the batch is durable in the engine) when a split created a region.
     let onSplit: @Sendable (_ left: RegionDescriptor, _ right: RegionDescriptor) -> Void
 
     /// Opens region `region` from the engine, or creates it with `initial` when the engine has never
     /// held it.
+    /// Opens region `region` from the engine, or creates it with `initial` when the engine has never
+    /// held it. Without either, the region starts empty, owning no keys, until a snapshot arrives.
     init(
-        engine: any StorageEngine, region: UInt64, initial: RegionDescriptor?,
-        onSplit: @escaping @Sendable (RegionDescriptor, RegionDescriptor) -> Void
+        engine: any StorageEngine, region: UInt64, node: UInt64, initial: RegionDescriptor?,
+        waiters: ProposalWaiters, onSplit: @escaping @Sendable (RegionDescriptor, RegionDescriptor) -> Void
     ) throws {
         self.engine = engine
         self.region = region
+        self.node = node
+        self.waiters = waiters
         self.onSplit = onSplit
         if let stored = try RegionMeta.load(region: region, from: engine) {
             meta = Mutex(stored)
-        } else if let initial {
-            let fresh = RegionMeta(descriptor: initial, applied: 0, keys: 0, bytes: 0)
+        } else {
+            let descriptor = initial ?? RegionDescriptor(id: region, start: [], end: [], rangeVersion: 0, membershipVersion: 0, voters: [])
+            let fresh = RegionMeta(descriptor: descriptor, applied: 0, keys: 0, bytes: 0)
             try engine.write(WriteBatch([.put(key: EngineLayout.metaKey(region: region), value: fresh.encodedBytes())]))
             meta = Mutex(fresh)
-        } else {
-            throw KVStoreError.corrupt("region \(region) is not in the engine")
         }
     }
 
     var current: RegionMeta { meta.withLock { $0 } }
+
+    /// A split applied here created this region after it was opened as a placeholder: take the
+    /// descriptor the split wrote. A region that already has data (from a snapshot) keeps its own.
+    func adoptSplit(_ descriptor: RegionDescriptor) {
+        meta.withLock { meta in
+            guard meta.descriptor.rangeVersion == 0 else { return }
+            meta = (try? RegionMeta.load(region: region, from: engine)) ?? meta
+        }
+    }
     public var descriptor: RegionDescriptor { current.descriptor }
     public var durableAppliedIndex: UInt64 { current.applied }
 
     public func apply(_ entries: [CommittedEntry]) throws -> [[UInt8]] {
         var state = current
+        // A placeholder (opened on a message, before a snapshot or the split arrived) has no data
+        // to apply writes to: applying would diverge from the other replicas. Stop loudly instead.
+        guard state.descriptor.rangeVersion > 0 else {
+            throw KVStoreError.corrupt("region \(region) got log entries before its data (snapshot or split)")
+        }
         var applier = WriteApplier(engine: engine, now: 0)
         var results: [[UInt8]] = []
         var splits: [(left: RegionDescriptor, right: RegionMeta)] = []
+        var resolved: [(request: UInt64, outcomes: [WriteOutcome])] = []
         for entry in entries {
             let command: RegionCommand
             do {
@@ -90,7 +111,7 @@ public final class RegionStateMachine: StateMachine {
                 throw KVStoreError.corrupt("entry \(entry.index) of region \(region): \(error)")
             }
             switch command {
-            case .writes(let now, let writes):
+            case .writes(let now, let origin, let writes):
                 applier.now = now
                 var outcomes: [WriteOutcome] = []
                 outcomes.reserveCapacity(writes.count)
@@ -102,6 +123,7 @@ public final class RegionStateMachine: StateMachine {
                     }
                 }
                 results.append(CommandResult.encode(outcomes))
+                if origin.node == node { resolved.append((origin.request, outcomes)) }
             case .split(let key, let newRegion, let rangeVersion):
                 guard rangeVersion == state.descriptor.rangeVersion, state.descriptor.contains(key),
                       key != state.descriptor.start
@@ -123,6 +145,7 @@ public final class RegionStateMachine: StateMachine {
         try engine.write(batch)
         meta.withLock { $0 = state }
         for split in splits { onSplit(split.left, split.right.descriptor) }
+        for (request, outcomes) in resolved { waiters.resolve(request, with: outcomes) }
         return results
     }
 
@@ -175,9 +198,9 @@ public final class RegionStateMachine: StateMachine {
 
     public func restore(from data: [UInt8]) throws {
         let image = try RegionSnapshotImage(decoding: data)
-        let old = current.descriptor
+        // Only the image's range is replaced: a region's range only shrinks (by splits), and what it
+        // lost belongs to the regions split off, whose data on this node must survive.
         var batch = WriteBatch()
-        for range in EngineLayout.userRanges(start: old.start, end: old.end) { batch.deleteRange(range) }
         for range in EngineLayout.userRanges(start: image.meta.descriptor.start, end: image.meta.descriptor.end) {
             batch.deleteRange(range)
         }

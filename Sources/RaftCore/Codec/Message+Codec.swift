@@ -48,6 +48,9 @@ extension Message: BinaryCodable {
             writer.writeVarint(index)
         case .timeoutNow:
             writer.write(UInt8(9))
+        case .proposal(let data):
+            writer.write(UInt8(10))
+            writer.writeLengthPrefixed(data)
         }
     }
 
@@ -96,8 +99,10 @@ extension Message: BinaryCodable {
             payload = .readIndexResponse(context: context, index: try reader.readVarint("read index"))
         case 9:
             payload = .timeoutNow
+        case 10:
+            payload = .proposal(try reader.readLengthPrefixed("forwarded proposal"))
         case let tag:
-            throw CodecError(offset: tagOffset, expected: "message payload tag 0 to 9, found \(tag)")
+            throw CodecError(offset: tagOffset, expected: "message payload tag 0 to 10, found \(tag)")
         }
         self.init(from: from, to: to, term: term, payload: payload)
     }

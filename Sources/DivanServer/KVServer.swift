@@ -1,3 +1,4 @@
+import KVStore
 import Logging
 import NIOCore
 import NIOPosix
@@ -10,9 +11,18 @@ import ServiceLifecycle
 import Synchronization
 import SystemPackage
 
-/// One `divan server` process: a Raft group of the built-in replicated map over TCP, its write-ahead
-/// log and snapshots in the data directory, and the HTTP client API.
-public final class RaftServer: Service {
+/// One `divan server` process: a Divan KV store (its regions and its replica of the placement
+/// driver, all Raft groups over one TCP transport and one write-ahead log), its storage engine and
+/// snapshots in the data directory, and the HTTP client API.
+public final class KVServer: Service {
+    /// Which storage engine holds the KV data.
+    public enum Engine: String, Sendable, CaseIterable {
+        /// RocksDB in `DATA/engine` (the default for servers).
+        case rocksdb
+        /// Memory only: tests and demos. The data is rebuilt from snapshots and the log at restart.
+        case memory
+    }
+
     /// Where a server listens and whom it talks to.
     public struct Options: Sendable {
         public var id: NodeID
@@ -22,8 +32,12 @@ public final class RaftServer: Service {
         public var peers: [NodeID: (host: String, port: Int)]
         /// SOFAJRaft election priorities by node (-1 off, 0 never leader); empty means plain Raft.
         public var priorities: [NodeID: ElectionPriority] = [:]
-        /// The founding voters; nil when this node joins an existing group (it waits to be added).
+        /// The founding voters; nil when this node joins an existing cluster (it waits to be added).
         public var founders: [NodeID]?
+        /// Nodes that hold a non-voting replica of every group from the start.
+        public var learners: [NodeID] = []
+        public var engine: Engine = .rocksdb
+        public var placement = PlacementOptions()
         public var httpHost: String
         public var httpPort: Int
         public var dataDirectory: String
@@ -44,7 +58,6 @@ public final class RaftServer: Service {
         }
     }
 
-    public static let group: UInt64 = 1
     let options: Options
     let logger: Logger
     let metrics: PrometheusCollectorRegistry
@@ -61,34 +74,42 @@ public final class RaftServer: Service {
     public func run() async throws {
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let log = try WriteAheadLog(directory: FilePath("\(options.dataDirectory)/wal"))
-        let snapshots = try SnapshotStore(directory: FilePath("\(options.dataDirectory)/snapshots"))
+        let engine: any StorageEngine = switch options.engine {
+        case .rocksdb: try RocksDBEngine(directory: "\(options.dataDirectory)/engine")
+        case .memory: MemoryEngine()
+        }
         let router = GroupRouter()
         let transport = TCPTransport(
-            configuration: TransportConfiguration(node: options.id, host: options.raftHost, port: options.raftPort),
+            configuration: TransportConfiguration(
+                node: options.id, host: options.raftHost, port: options.raftPort, maximumFrameSize: 64 << 20),
             eventLoopGroup: loops, logger: logger,
             receiver: { group, message in router.deliver(message, group: group) },
             onPeerUnreachable: { peer in router.reportUnreachable(peer) })
-        let map = ReplicatedMap()
-        let membership = options.founders.map { Membership(voters: $0, priorities: options.priorities) }
-        let group = try await RaftGroup(
-            group: Self.group, id: options.id, bootstrap: membership, options: options.raft, log: log,
-            snapshots: snapshots, sender: TransportSender(transport: transport), stateMachine: map)
-        router.register(group, as: Self.group)
+        var storeOptions = StoreOptions(node: options.id, founders: options.founders, dataDirectory: options.dataDirectory, raft: options.raft)
+        storeOptions.learners = options.learners
+        storeOptions.priorities = options.priorities
+        storeOptions.placement = options.placement
+        let ticker = RaftTicker(interval: options.raft.heartbeatInterval)
+        let store = try Store(
+            options: storeOptions, engine: engine, log: log, sender: TransportSender(transport: transport),
+            ticker: ticker, logger: logger)
+        router.store.withLock { $0 = store }
         let address = try await transport.start()
         for (peer, endpoint) in options.peers where peer != options.id {
             transport.setPeer(peer, address: try SocketAddress.makeAddressResolvingHost(endpoint.host, port: endpoint.port))
         }
-        let ticker = RaftTicker(interval: options.raft.heartbeatInterval)
-        try await group.start(ticker: ticker)
-        let http = try await ClientAPI.bind(group: group, map: map, metrics: metrics, on: loops, host: options.httpHost, port: options.httpPort)
+        try await store.start()
+        let service = NodeKVService(store: store)
+        let http = try await ClientAPI.bind(
+            store: store, service: service, metrics: metrics, on: loops, host: options.httpHost, port: options.httpPort)
         logger.notice("serving", metadata: [
             "raft": "\(address)", "http": "\(http.localAddress.map { "\($0)" } ?? "?")",
-            "data": "\(options.dataDirectory)",
+            "data": "\(options.dataDirectory)", "engine": "\(options.engine.rawValue)",
         ])
         try? await gracefulShutdown()
         logger.notice("shutting down")
         try? await http.close()
-        await group.stop()
+        await store.stop()
         ticker.stop()
         await transport.shutdown()
         log.close()
@@ -98,18 +119,21 @@ public final class RaftServer: Service {
 
 /// Hands messages from the transport to the group they belong to.
 final class GroupRouter: Sendable {
-    private let groups = Mutex<[UInt64: RaftGroup]>([:])
-
-    func register(_ group: RaftGroup, as id: UInt64) { groups.withLock { $0[id] = group } }
+    /// Set once the store exists; messages that arrive before are dropped (Raft resends).
+    let store = Mutex<Store?>(nil)
 
     func deliver(_ message: Message, group id: UInt64) -> DeliveryResult {
-        guard let group = groups.withLock({ $0[id] }) else { return .unknownGroup }
+        guard let store = store.withLock({ $0 }) else { return .unknownGroup }
+        guard let group = store.group(id) else {
+            store.openUnknownRegion(id)
+            return .unknownGroup
+        }
         Task { await group.receive(message) }
         return .delivered
     }
 
     func reportUnreachable(_ peer: NodeID) {
-        for group in groups.withLock({ Array($0.values) }) {
+        for group in store.withLock({ $0 })?.groups ?? [] {
             Task { await group.reportUnreachable(peer) }
         }
     }

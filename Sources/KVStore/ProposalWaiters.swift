@@ -1,0 +1,105 @@
+import KVWire
+import Synchronization
+
+/// Commands this node proposed or forwarded, waiting for their entries to be applied here. The
+/// state machine answers them by request id, whichever node was leader; a command whose entry
+/// never shows up is failed as indefinite (by timeout, or when the leader changes).
+final class ProposalWaiters: Sendable {
+    private enum Slot {
+        case reserved(deadline: ContinuousClock.Instant, count: Int)
+        case waiting(deadline: ContinuousClock.Instant, count: Int, CheckedContinuation<[WriteOutcome], Never>)
+        case answered([WriteOutcome])
+    }
+
+    private struct State {
+        var nextRequest: UInt64 = 1
+        var slots: [UInt64: Slot] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    /// Reserves an id for a command of `count` writes, answered before `deadline` or failed as timed out.
+    func reserve(count: Int, deadline: ContinuousClock.Instant) -> UInt64 {
+        state.withLock { state in
+            let id = state.nextRequest
+            state.nextRequest += 1
+            state.slots[id] = .reserved(deadline: deadline, count: count)
+            return id
+        }
+    }
+
+    /// The outcomes of request `id`; returns at once if they already arrived.
+    func wait(_ id: UInt64) async -> [WriteOutcome] {
+        await withCheckedContinuation { continuation in
+            let ready: [WriteOutcome]? = state.withLock { state in
+                switch state.slots[id] {
+                case .answered(let outcomes):
+                    state.slots[id] = nil
+                    return outcomes
+                case .reserved(let deadline, let count):
+                    state.slots[id] = .waiting(deadline: deadline, count: count, continuation)
+                    return nil
+                case .waiting, nil:
+                    return [.failure(.definite(.invalid("request \(id) is not reserved")))]
+                }
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+
+    /// Answers request `id` (applied here, or failed before it was proposed).
+    func resolve(_ id: UInt64, with outcomes: [WriteOutcome]) {
+        let continuation: CheckedContinuation<[WriteOutcome], Never>? = state.withLock { state in
+            switch state.slots[id] {
+            case .reserved:
+                state.slots[id] = .answered(outcomes)
+                return nil
+            case .waiting(_, _, let continuation):
+                state.slots[id] = nil
+                return continuation
+            case .answered, nil:
+                return nil
+            }
+        }
+        continuation?.resume(returning: outcomes)
+    }
+
+    /// Fails every open request with `error` (the leader changed: their entries may still commit).
+    func failAll(_ error: KVError) {
+        fail(error) { _ in true }
+    }
+
+    /// Fails the requests whose deadline passed.
+    func expire(now: ContinuousClock.Instant) {
+        fail(.indefinite(.timedOut)) { $0 <= now }
+    }
+
+    private func fail(_ error: KVError, where isDue: (ContinuousClock.Instant) -> Bool) {
+        let due: [(UInt64, Int, CheckedContinuation<[WriteOutcome], Never>?)] = state.withLock { state in
+            var due: [(UInt64, Int, CheckedContinuation<[WriteOutcome], Never>?)] = []
+            for (id, slot) in state.slots {
+                switch slot {
+                case .reserved(let deadline, let count) where isDue(deadline):
+                    due.append((id, count, nil))
+                case .waiting(let deadline, let count, let continuation) where isDue(deadline):
+                    due.append((id, count, continuation))
+                default:
+                    continue
+                }
+            }
+            for (id, count, continuation) in due {
+                if continuation == nil {
+                    state.slots[id] = .answered(Array(repeating: .failure(error), count: count))
+                } else {
+                    state.slots[id] = nil
+                }
+            }
+            return due
+        }
+        for (_, count, continuation) in due {
+            continuation?.resume(returning: Array(repeating: .failure(error), count: count))
+        }
+    }
+
+    var isEmpty: Bool { state.withLock { $0.slots.isEmpty } }
+}
