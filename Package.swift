@@ -99,6 +99,7 @@ let package = Package(
             name: "DivanServer",
             dependencies: [
                 "KVStore",
+                "RESP",
                 "KVWire",
                 "Raft",
                 "RaftCore",

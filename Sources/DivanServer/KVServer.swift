@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Prometheus
+import RESP
 import Raft
 import RaftCore
 import RaftStorage
@@ -37,6 +38,10 @@ public final class KVServer: Service {
         /// Nodes that hold a non-voting replica of every group from the start.
         public var learners: [NodeID] = []
         public var engine: Engine = .rocksdb
+        /// Where the Redis-protocol front end listens; nil: no RESP port.
+        public var resp: (host: String, port: Int)?
+        /// Clients must AUTH with this password when set.
+        public var respPassword: String?
         public var placement = PlacementOptions()
         public var httpHost: String
         public var httpPort: Int
@@ -102,12 +107,20 @@ public final class KVServer: Service {
         let service = NodeKVService(store: store)
         let http = try await ClientAPI.bind(
             store: store, service: service, metrics: metrics, on: loops, host: options.httpHost, port: options.httpPort)
+        var respOptions = RESPServerOptions()
+        respOptions.password = options.respPassword
+        var resp: RESPServer?
+        if let endpoint = options.resp {
+            resp = try await RESPServer.start(host: endpoint.host, port: endpoint.port, service: service, options: respOptions, group: loops)
+        }
         logger.notice("serving", metadata: [
             "raft": "\(address)", "http": "\(http.localAddress.map { "\($0)" } ?? "?")",
+            "resp": "\(resp.map { "\($0.localAddress)" } ?? "off")",
             "data": "\(options.dataDirectory)", "engine": "\(options.engine.rawValue)",
         ])
         try? await gracefulShutdown()
         logger.notice("shutting down")
+        await resp?.close()
         try? await http.close()
         await store.stop()
         ticker.stop()

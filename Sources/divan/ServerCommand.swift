@@ -14,8 +14,9 @@ struct ServerCommand: AsyncParsableCommand {
         commandName: "server",
         abstract: "Run one Divan KV node (regions and the placement driver over Raft, HTTP client API).",
         discussion: """
-            Example: divan server --id 1 --listen 127.0.0.1:7001 --http 127.0.0.1:8001 \
+            Example: divan server --id 1 --listen 127.0.0.1:7001 --http 127.0.0.1:8001 --resp 127.0.0.1:6380 \
             --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /tmp/divan-1
+            RESP: any Redis client, any command on any node (docs/resp.md).
             HTTP: GET/PUT/DELETE /kv/KEY (reads are linearizable on every node), GET /status, GET /ready.
             """)
 
@@ -36,6 +37,12 @@ struct ServerCommand: AsyncParsableCommand {
 
     @Option(help: "Nodes that hold a non-voting replica of every group from the start, e.g. 4.")
     var learners: String?
+
+    @Option(help: "HOST:PORT of the Redis-protocol front end (redis-cli, any Redis client).")
+    var resp: String?
+
+    @Option(help: "Require AUTH with this password on the RESP port.")
+    var respPassword: String?
 
     @Option(help: "Storage engine: rocksdb or memory.")
     var engine = "rocksdb"
@@ -114,6 +121,8 @@ struct ServerCommand: AsyncParsableCommand {
             httpPort: httpPort, dataDirectory: dataDir, raft: raft)
         serverOptions.priorities = electionPriorities
         serverOptions.engine = engineChoice
+        serverOptions.resp = try resp.map { try Self.endpoint($0) }
+        serverOptions.respPassword = respPassword
         serverOptions.learners = learnerIDs
         serverOptions.placement.splitKeys = splitKeys
         serverOptions.placement.splitBytes = splitBytes

@@ -4,20 +4,29 @@ import Foundation
 import RaftSimulation
 import Synchronization
 
-/// `divan up`: starts a local 3-node Divan cluster as three `divan server` processes and shows it working.
+/// `divan up`: starts a local 3-node Divan KV cluster as three `divan server` processes, each with a
+/// Redis-protocol port, and shows it working.
 struct UpCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "up",
-        abstract: "Start a local 3-node cluster and show it working.",
+        abstract: "Start a local 3-node Divan KV cluster (Redis protocol) and show it working.",
         discussion: """
-            Starts three `divan server` processes on 127.0.0.1 (ports the OS picks), each with its own data \
-            directory, then: writes through the leader, a linearizable read on a follower, the leader killed \
-            with SIGKILL, a new election, more writes, and the old leader restarted from its disk. Then it \
-            keeps the cluster running and prints leader changes until Ctrl-C, which stops all three cleanly.
+            Starts three `divan server` processes on 127.0.0.1 (RocksDB, fsync on), each with its own data \
+            directory under --data-dir and a RESP port any Redis client can use, then: writes on one node, a \
+            linearizable read on another, the leader killed with SIGKILL, a new election, more writes, and the \
+            old leader restarted from its disk. Then it keeps the cluster running, prints leader changes and a \
+            redis-cli line to try, until Ctrl-C stops every node cleanly. Run it again on the same --data-dir \
+            and the cluster comes back with its data.
             """)
 
-    @Option(help: "Where the nodes keep their data (default: a new temporary directory, removed at exit).")
-    var dataDir: String?
+    @Option(help: "Where the nodes keep their data; kept at exit, so a second run restarts on it.")
+    var dataDir = "divan-data"
+
+    @Option(help: "Storage engine of every node: rocksdb or memory.")
+    var engine = "rocksdb"
+
+    @Option(help: "Learner nodes to add (non-voting replicas whose RESP ports serve linearizable reads).")
+    var learners = 0
 
     @Option(help: "Election timeout in milliseconds.")
     var electionTimeoutMs = 1_000
@@ -37,17 +46,16 @@ struct UpCommand: AsyncParsableCommand {
             guard ClusterDemo(seed: 1, output: { print($0) }).run() else { throw ExitCode.failure }
             return
         }
-        let directory = dataDir ?? NSTemporaryDirectory() + "divan-up-\(getpid())"
-        let cluster = try LocalProcessCluster(directory: directory, electionTimeoutMs: electionTimeoutMs, priorities: priorities)
-        defer {
-            cluster.stopAll()
-            if dataDir == nil { try? FileManager.default.removeItem(atPath: directory) }
-        }
+        let directory = URL(fileURLWithPath: dataDir).standardizedFileURL.path
+        let cluster = try LocalProcessCluster(
+            directory: directory, electionTimeoutMs: electionTimeoutMs, priorities: priorities, engine: engine, learners: learners)
+        defer { cluster.stopAll() }
         try await cluster.startAll()
         let succeeded = await cluster.demonstrate()
         guard succeeded else { throw ExitCode.failure }
+        cluster.printEndpoints()
         if exitAfterDemo { return }
-        say("the cluster keeps running; Ctrl-C stops all three nodes")
+        say("the cluster keeps running; Ctrl-C stops every node (data stays in \(directory))")
         await cluster.watchUntilInterrupted()
     }
 }
@@ -59,50 +67,66 @@ func say(_ line: String) {
     fflush(nil)
 }
 
-/// Three `divan server` child processes on loopback, and an HTTP client for them.
+/// `divan server` child processes on loopback (three voters and any learners), and an HTTP client for them.
 final class LocalProcessCluster: @unchecked Sendable {
     struct Node {
         let id: UInt64
+        let isLearner: Bool
         let raftPort: Int
         let httpPort: Int
+        let respPort: Int
         var process: Process?
     }
 
     let directory: String
     let electionTimeoutMs: Int
     let priorities: String?
+    let engine: String
     var nodes: [Node] = []
     let executable: String
 
-    init(directory: String, electionTimeoutMs: Int, priorities: String?) throws {
+    init(directory: String, electionTimeoutMs: Int, priorities: String?, engine: String, learners: Int) throws {
         self.directory = directory
         self.electionTimeoutMs = electionTimeoutMs
         self.priorities = priorities
+        self.engine = engine
         executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let ports = try (0..<6).map { _ in try freeLoopbackPort() }
-        nodes = (0..<3).map { Node(id: UInt64($0 + 1), raftPort: ports[$0], httpPort: ports[$0 + 3], process: nil) }
+        nodes = try (0..<(3 + learners)).map { index in
+            // Redis's own port plus one and up when free, so the redis-cli line is easy to type.
+            Node(
+                id: UInt64(index + 1), isLearner: index >= 3, raftPort: try freeLoopbackPort(),
+                httpPort: try freeLoopbackPort(), respPort: try loopbackPort(preferring: 6380 + index), process: nil)
+        }
     }
 
     var peers: String { nodes.map { "\($0.id)=127.0.0.1:\($0.raftPort)" }.joined(separator: ",") }
+    var voters: [Node] { nodes.filter { !$0.isLearner } }
 
     func startAll() async throws {
-        say("starting 3 nodes in \(directory) (election timeout \(electionTimeoutMs) ms)")
+        say("starting \(nodes.count) nodes in \(directory) (\(engine), fsync on, election timeout \(electionTimeoutMs) ms)")
         for index in nodes.indices { try start(index) }
+        printEndpoints()
+    }
+
+    func printEndpoints() {
         for node in nodes {
-            say("node \(node.id): raft 127.0.0.1:\(node.raftPort), http://127.0.0.1:\(node.httpPort)")
+            say("node \(node.id)\(node.isLearner ? " (learner)" : "")  resp 127.0.0.1:\(node.respPort)  admin http://127.0.0.1:\(node.httpPort)")
         }
+        say("try: redis-cli -p \(nodes[0].respPort) SET hello world   then: redis-cli -p \(nodes[nodes.count - 1].respPort) GET hello")
     }
 
     func start(_ index: Int) throws {
         let node = nodes[index]
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
+        let learnerList = nodes.filter(\.isLearner).map { "\($0.id)" }.joined(separator: ",")
         process.arguments = [
             "server", "--id", "\(node.id)", "--listen", "127.0.0.1:\(node.raftPort)",
-            "--http", "127.0.0.1:\(node.httpPort)", "--peers", peers, "--data-dir", "\(directory)/node-\(node.id)",
+            "--http", "127.0.0.1:\(node.httpPort)", "--resp", "127.0.0.1:\(node.respPort)", "--peers", peers,
+            "--data-dir", "\(directory)/node-\(node.id)", "--engine", engine,
             "--election-timeout-ms", "\(electionTimeoutMs)", "--log-level", "warning",
-        ] + (priorities.map { ["--priorities", $0] } ?? [])
+        ] + (priorities.map { ["--priorities", $0] } ?? []) + (learnerList.isEmpty ? [] : ["--learners", learnerList])
         try process.run()
         nodes[index].process = process
     }
@@ -169,7 +193,8 @@ final class LocalProcessCluster: @unchecked Sendable {
     func demonstrate() async -> Bool {
         let electionSeconds = Double(electionTimeoutMs) / 1000
         guard let first = await waitForLeader(within: 10 + 3 * electionSeconds) else { return fail("no leader elected") }
-        say("node \(first.id) is the leader")
+        guard await waitUntilServing(within: 10 + 3 * electionSeconds) else { return fail("the cluster does not serve") }
+        say("node \(first.id) leads the placement driver; every region has a leader")
         for (key, value) in [("city", "Istanbul"), ("river", "Bosphorus"), ("bridge", "Galata")] {
             guard let answer = await request(first, "PUT", "/kv/\(key)", body: value), answer.status == 200 else {
                 return fail("PUT \(key) failed")
@@ -181,6 +206,11 @@ final class LocalProcessCluster: @unchecked Sendable {
             return fail("a linearizable read on follower \(follower.id) did not see the last write")
         }
         say("GET bridge on follower \(follower.id): \(read.body) (linearizable read through ReadIndex)")
+        if let writer = nodes.first, let reader = nodes.last,
+           let set = redisCLI(writer.respPort, ["SET", "greeting", "merhaba"]), set == "OK",
+           let get = redisCLI(reader.respPort, ["GET", "greeting"]) {
+            say("redis-cli -p \(writer.respPort) SET greeting merhaba: \(set); redis-cli -p \(reader.respPort) GET greeting: \(get)")
+        }
 
         let firstIndex = nodes.firstIndex { $0.id == first.id }!
         say("killing node \(first.id), the leader, with SIGKILL")
@@ -210,6 +240,35 @@ final class LocalProcessCluster: @unchecked Sendable {
             try? await Task.sleep(for: .milliseconds(100))
         }
         return fail("node \(first.id) did not catch up")
+    }
+
+    /// Waits until every node answers /ready (every group it holds knows a leader).
+    func waitUntilServing(within seconds: Double) async -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            var ready = true
+            for node in nodes where node.process != nil {
+                if await request(node, "GET", "/ready")?.status != 200 { ready = false }
+            }
+            if ready { return true }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+
+    /// Runs redis-cli against a node when it is installed; nil when it is not or it failed.
+    func redisCLI(_ port: Int, _ arguments: [String]) -> String? {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-cli") else { return nil }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
+        process.arguments = ["-p", "\(port)"] + arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        guard (try? process.run()) != nil else { return nil }
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return process.terminationStatus == 0 ? text.trimmingCharacters(in: .whitespacesAndNewlines) : nil
     }
 
     func printStatus() async {

@@ -55,7 +55,7 @@ let divanExecutable: URL = {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let (status, text) = try up(["--election-timeout-ms", "300", "--priorities", "1=100,2=50,3=50"], directory: directory)
         #expect(status == 0, "\(text)")
-        #expect(text.contains("node 1 is the leader"), "\(text)")
+        #expect(text.contains("node 1 leads the placement driver"), "\(text)")
         #expect(text.contains("node 2 leads after") || text.contains("node 3 leads after"), "\(text)")
         #expect(text.contains("node 1, of the highest priority, leads again"), "\(text)")
     }

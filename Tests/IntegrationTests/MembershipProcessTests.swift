@@ -143,12 +143,16 @@ import Testing
             #expect(answer?.0 == 200)
         }
         for id in 1...3 { #expect(await servers.request(id, "POST", "/snapshot")?.0 == 200) }
+        // `first_index` is the placement driver's log, which every node holds; the regions' logs
+        // were compacted the same way.
         let compactedTo = try #require(await servers.number("first_index", on: leader))
-        #expect(compactedTo > 20, "the leader's log was compacted")
+        #expect(compactedTo > 1, "the leader's log was compacted")
 
         #expect(await servers.request(leader, "POST", "/membership", body: "add-learner 4\n")?.0 == 200)
         try await servers.waitUntil { (await servers.number("applied", on: 4) ?? 0) >= compactedTo - 1 }
         #expect((await servers.number("first_index", on: 4) ?? 0) > 1, "the learner started from the snapshot")
+        // The values written before the snapshot reached the learner through it.
+        try await servers.waitUntil { await servers.request(4, "GET", "/kv/key0")?.1 == "30" }
         for value in 31...40 {
             #expect(await servers.request(leader, "PUT", "/kv/key\(value % 5)", body: "\(value)")?.0 == 200)
             // Write on the leader, read on the learner: always the value just written.
