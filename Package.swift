@@ -72,6 +72,15 @@ let package = Package(
             ]
         ),
         .target(
+            name: "KVClient",
+            dependencies: [
+                "KVWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
             name: "Mesh",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -139,7 +148,7 @@ let package = Package(
         .testTarget(name: "RaftSimulationTests", dependencies: ["RaftSimulation", "RaftCore"]),
         .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"]),
         .testTarget(name: "ChecksumTests", dependencies: ["Checksum"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["DivanServer"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["DivanServer", "KVClient", "KVWire"]),
         .testTarget(
             name: "RaftTransportTests",
             dependencies: [

@@ -341,6 +341,7 @@ extension KVError: BinaryCodable {
             case .invalid(let what): writer.write(UInt8(5)); writer.writeLengthPrefixed(Array(what.utf8))
             case .shuttingDown: writer.write(UInt8(6))
             case .failed(let why): writer.write(UInt8(7)); writer.writeLengthPrefixed(Array(why.utf8))
+            case .unreachable(let why): writer.write(UInt8(11)); writer.writeLengthPrefixed(Array(why.utf8))
             }
         case .indefinite(let reason):
             switch reason {
@@ -368,6 +369,7 @@ extension KVError: BinaryCodable {
         case 8: self = .indefinite(.timedOut)
         case 9: self = .indefinite(.connectionLost)
         case 10: self = .indefinite(.leadershipLost)
+        case 11: self = .definite(.unreachable(try text()))
         default: throw reader.invalid("an error tag")
         }
     }

@@ -23,6 +23,8 @@ public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
         case shuttingDown
         /// The store failed (state machine or disk error) and serves nothing until restarted.
         case failed(String)
+        /// No node could be reached; nothing was sent.
+        case unreachable(String)
     }
 
     /// Reasons after which the write may or may not have been applied.
@@ -49,6 +51,7 @@ public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
             case .invalid(let what): return what
             case .shuttingDown: return "the node is shutting down"
             case .failed(let why): return "the store failed: \(why)"
+            case .unreachable(let why): return "unreachable: \(why)"
             }
         case .indefinite(let reason):
             switch reason {

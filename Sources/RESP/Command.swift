@@ -143,7 +143,7 @@ enum Replies {
             switch reason {
             case .notLeader, .noLeader, .regionMoved:
                 return .error("TRYAGAIN \(error); nothing was changed, retry shortly")
-            case .noRegion, .shuttingDown, .failed:
+            case .noRegion, .shuttingDown, .failed, .unreachable:
                 return .error("CLUSTERDOWN \(error)")
             case .tooLarge, .invalid:
                 return .error("ERR \(error)")

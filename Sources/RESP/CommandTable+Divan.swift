@@ -46,6 +46,35 @@ extension CommandTable {
                 }
             }
         },
+        CommandSpec("divan.scan", arity: -4, flags: ["readonly"], group: "divan",
+                    summary: "DIVAN.SCAN start end limit [REV]: up to limit keys and values in [start, end) (end '+' for no end), in order or reversed.") { arguments, _, _ in
+            guard let limit = arguments.integer(3), limit >= 0 else { return .reply(Replies.notAnInteger) }
+            let reverse: Bool
+            switch arguments.count {
+            case 4: reverse = false
+            case 5 where arguments.option(4) == "REV": reverse = true
+            default: return .reply(Replies.syntaxError)
+            }
+            let read = KVRead.scan(start: arguments[1], end: DivanCommands.rangeEnd(arguments[2]), limit: Int(limit), reverse: reverse)
+            return KVCall.read(read, access: .barrier) { result in
+                guard case .pairs(let pairs) = result else { return Replies.unexpectedResult }
+                return .array(pairs.flatMap { [RESPValue.bulk($0.key), .bulk($0.value)] })
+            }
+        },
+        CommandSpec("divan.delrange", arity: 3, flags: ["write"], group: "divan",
+                    summary: "DIVAN.DELRANGE start end: deletes every key, lock and sequence in [start, end) (end '+' for no end); the number of keys removed.") { arguments, _, _ in
+            KVCall.write(.deleteRange(start: arguments[1], end: DivanCommands.rangeEnd(arguments[2])), access: .barrier) { result in
+                guard case .count(let count) = result else { return Replies.unexpectedResult }
+                return .integer(Int64(count))
+            }
+        },
+        CommandSpec("divan.count", arity: 3, flags: ["readonly"], group: "divan",
+                    summary: "DIVAN.COUNT start end: how many live keys lie in [start, end) (end '+' for no end).") { arguments, _, _ in
+            KVCall.read(.count(start: arguments[1], end: DivanCommands.rangeEnd(arguments[2])), access: .barrier) { result in
+                guard case .count(let count) = result else { return Replies.unexpectedResult }
+                return .integer(Int64(count))
+            }
+        },
         CommandSpec("divan.status", arity: 1, flags: [], group: "divan",
                     summary: "The cluster as this node sees it: regions, their leaders, terms and apply lag.") { _, _, _ in
             KVCall.status(reply: DivanCommands.statusReply)
@@ -56,6 +85,11 @@ extension CommandTable {
 /// Divan's own commands: locks with fencing tokens, sequences and status.
 enum DivanCommands {
     static let invalidLease = RESPValue.error("ERR invalid lease time, it must be a positive number of milliseconds")
+
+    /// A range's end as DIVAN.SCAN and DIVAN.COUNT take it: `+` means no end.
+    static func rangeEnd(_ argument: Bytes) -> Bytes? {
+        argument == [UInt8(ascii: "+")] ? nil : argument
+    }
 
     /// The lock owner: `OWNER o` when given, else one name per connection of this server process,
     /// so that a lock taken on one connection cannot be released by another by accident.
