@@ -64,6 +64,18 @@ final class ProposalWaiters: Sendable {
         continuation?.resume(returning: outcomes)
     }
 
+    /// Fails request `id`, if it is still open, with `error` for each of its writes.
+    func fail(_ id: UInt64, with error: KVError) {
+        let count: Int? = state.withLock { state in
+            switch state.slots[id] {
+            case .reserved(_, let count), .waiting(_, let count, _): return count
+            case .answered, nil: return nil
+            }
+        }
+        guard let count else { return }
+        resolve(id, with: Array(repeating: .failure(error), count: count))
+    }
+
     /// Fails every open request with `error`.
     func failAll(_ error: KVError) {
         fail(error) { _ in true }

@@ -34,7 +34,7 @@ final class Region: Sendable {
         let request = waiters.reserve(count: writes.count, deadline: .now + timeout)
         let command = RegionCommand.writes(now: now, origin: ProposalOrigin(node: group.id, request: request), writes)
         do {
-            _ = try await group.submit(command.encodedBytes())
+            _ = try await group.submit(command.encodedBytes(), id: request)
         } catch {
             waiters.resolve(request, with: Array(repeating: .failure(kvError(error, region: region)), count: writes.count))
         }

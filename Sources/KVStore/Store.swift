@@ -149,6 +149,9 @@ public final class Store: Sendable {
             group: id, id: options.node,
             bootstrap: bootstrap.map { Membership(voters: $0.voters, learners: $0.learners, priorities: options.priorities) },
             options: options.raft, log: log, snapshots: try snapshotStore(for: id), sender: sender, stateMachine: machine)
+        await group.addForwardedProposalDroppedListener { request in
+            waiters.fail(request, with: .definite(.noLeader(region: id)))
+        }
         let grace = options.raft.electionTimeout * 2
         await group.addLeaderChangeListener { _, _ in
             // Commands proposed or forwarded under the old leader commit soon or never.
@@ -245,7 +248,7 @@ public final class Store: Sendable {
     /// Asks the placement driver to move every group to this membership.
     public func changeMembership(voters: [NodeID], learners: [NodeID]) async throws {
         guard let group = placement.withLock({ $0.group }) else { throw KVError.definite(.shuttingDown) }
-        _ = try await group.submit(PlacementCommand.setMembership(voters: voters, learners: learners).encodedBytes())
+        _ = try await group.submit(PlacementCommand.setMembership(voters: voters, learners: learners).encodedBytes(), id: 0)
     }
 
     /// The membership the cluster is moving to, if an operator set one.
@@ -280,7 +283,7 @@ public final class Store: Sendable {
                 else { continue }
                 placement.withLock { $0.proposedSplits[region.id] = meta.descriptor.rangeVersion }
                 logger.notice("placement: split", metadata: ["region": "\(region.id)", "keys": "\(meta.keys)", "bytes": "\(meta.bytes)"])
-                _ = try? await group.submit(PlacementCommand.split(region: region.id, rangeVersion: meta.descriptor.rangeVersion).encodedBytes())
+                _ = try? await group.submit(PlacementCommand.split(region: region.id, rangeVersion: meta.descriptor.rangeVersion).encodedBytes(), id: 0)
             }
             await balanceLeaders(leaders, through: group)
         }
@@ -297,7 +300,7 @@ public final class Store: Sendable {
         if let last = placement.withLock({ $0.lastTransfer }), now - last < options.placement.interval * 5 { return }
         placement.withLock { $0.lastTransfer = now }
         logger.notice("placement: move leader", metadata: ["region": "\(region)", "from": "\(busiest.key)", "to": "\(idlest.key)"])
-        _ = try? await group.submit(PlacementCommand.transferLeader(region: region, from: busiest.key, to: idlest.key).encodedBytes())
+        _ = try? await group.submit(PlacementCommand.transferLeader(region: region, from: busiest.key, to: idlest.key).encodedBytes(), id: 0)
     }
 
     /// Proposes, in each group this store leads, the change that moves it to the target membership.
@@ -335,7 +338,7 @@ public final class Store: Sendable {
                       let key = try? region.machine.middleKey()
                 else { return }
                 let command = RegionCommand.split(key: key, newRegion: newRegion, rangeVersion: rangeVersion)
-                _ = try? await region.group.submit(command.encodedBytes())
+                _ = try? await region.group.submit(command.encodedBytes(), id: 0)
             case .transferLeader(let id, let from, let to):
                 guard from == self.options.node, let region = self.region(id), await region.group.status.role == .leader else { return }
                 try? await region.group.transferLeadership(to: to)

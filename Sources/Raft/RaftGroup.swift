@@ -26,6 +26,7 @@ public actor RaftGroup {
     public private(set) var failure: String?
     var replicatorListeners: [any ReplicatorStateListener] = []
     var leaderListeners: [@Sendable (_ leader: NodeID?, _ term: UInt64) -> Void] = []
+    var droppedProposalListeners: [@Sendable (_ id: UInt64) -> Void] = []
     /// When a message from each peer last arrived.
     var lastContact: [NodeID: ContinuousClock.Instant] = [:]
     var isProcessing = false
@@ -176,6 +177,11 @@ public actor RaftGroup {
         leaderListeners.append(listener)
     }
 
+    /// Calls `listener` with the id of each forwarded proposal the leader did not take.
+    public func addForwardedProposalDroppedListener(_ listener: @escaping @Sendable (_ id: UInt64) -> Void) {
+        droppedProposalListeners.append(listener)
+    }
+
     /// Feeds a message from a peer.
     public func receive(_ message: Message) async {
         guard !isStopped else { return }
@@ -229,14 +235,15 @@ public actor RaftGroup {
 
     /// Proposes `data` on the leader, or forwards it to the leader from any other role, without
     /// waiting: the caller recognises its entry when the state machine applies it (by an id inside
-    /// `data`). Throws a definite error when it was neither proposed nor forwarded.
-    public func submit(_ data: [UInt8]) async throws -> ProposalRoute {
+    /// `data`). Throws a definite error when it was neither proposed nor forwarded. A forwarded
+    /// proposal the leader did not take is reported, with `id`, to the forwarded-drop listener.
+    public func submit(_ data: [UInt8], id: UInt64) async throws -> ProposalRoute {
         if isStopped { throw RaftError.definite(.shuttingDown) }
         if let failure { throw RaftError.indefinite(.stateMachineFailed(failure)) }
         metrics.proposals.increment()
         let route: ProposalRoute
         do {
-            route = try node.proposeOrForward(data)
+            route = try node.proposeOrForward(data, id: id)
         } catch {
             switch error {
             case .notLeader(let hint): throw RaftError.definite(.notLeader(leaderHint: hint))
@@ -396,6 +403,8 @@ public actor RaftGroup {
             for listener in leaderListeners { listener(leader, term) }
             logger.info("leader changed", metadata: ["leader": "\(leader.map(String.init) ?? "none")"])
             if leader != id { failPendingAppliesAfterLeadershipLoss() }
+        case .forwardedProposalDropped(let id):
+            for listener in droppedProposalListeners { listener(id) }
         case .messageDropped(let from, let reason):
             metrics.droppedMessages.increment()
             logger.debug("message dropped", metadata: ["from": "\(from)", "reason": "\(reason.rawValue)"])

@@ -36,9 +36,11 @@ public struct Message: Sendable, Hashable {
         case readIndexResponse(context: UInt64, index: UInt64)
         /// Leader → transfer target: campaign now, skipping pre-vote and the election timeout.
         case timeoutNow
-        /// Follower or learner → leader: data to propose on the sender's behalf (etcd's MsgProp). A
-        /// leader that cannot propose drops it; the sender learns the outcome from its own log.
-        case proposal([UInt8])
+        /// Follower or learner → leader: data to propose on the sender's behalf (etcd's MsgProp),
+        /// with the sender's id for it. A node that cannot propose it answers `proposalDropped`.
+        case proposal(id: UInt64, data: [UInt8])
+        /// Any node → the sender of a `proposal` it did not take: it will never be in the log.
+        case proposalDropped(id: UInt64)
     }
 
     public struct Append: Sendable, Hashable {
@@ -107,7 +109,8 @@ extension Message: CustomStringConvertible {
         case .readIndexRequest(let c): body = "readIndexRequest(\(c))"
         case .readIndexResponse(let c, let i): body = "readIndexResponse(\(c), index: \(i))"
         case .timeoutNow: body = "timeoutNow"
-        case .proposal(let data): body = "proposal(\(data.count) bytes)"
+        case .proposal(let id, let data): body = "proposal(\(id), \(data.count) bytes)"
+        case .proposalDropped(let id): body = "proposalDropped(\(id))"
         }
         return "\(from)→\(to) t\(term) \(body)"
     }

@@ -72,17 +72,18 @@ extension RaftNode {
                 node.events.append(.messageDropped(from: message.from, .unexpectedForRole))
             case .voteResponse:
                 break  // a late answer from the election this node already won
-            case .proposal(let data):
-                // Same checks as a local proposal; one that fails is dropped, as etcd drops MsgProp.
+            case .proposal(let id, let data):
+                // Same checks as a local proposal; one that fails is dropped, as etcd drops MsgProp,
+                // and the sender is told so that it can retry at once instead of waiting in doubt.
                 guard node.membership.contains(message.from), data.count <= node.config.maxProposalBytes,
                       state.transferTarget == nil else {
-                    node.events.append(.messageDropped(from: message.from, .unexpectedForRole))
+                    node.reply(to: message, .proposalDropped(id: id))
                     return
                 }
                 let index = node.log.lastIndex + 1
                 node.log.append([Entry(term: node.term, index: index, payload: .normal(data))])
                 state.hasUnsentProposals = true
-            case .timeoutNow, .readIndexResponse, .readIndexRequest, .voteRequest:
+            case .timeoutNow, .readIndexResponse, .readIndexRequest, .voteRequest, .proposalDropped:
                 node.events.append(.messageDropped(from: message.from, .unexpectedForRole))
             }
         }

@@ -33,6 +33,10 @@ extension RaftNode {
                 }
             case .voteRequest(let request) where request.isPreVote:
                 reply(to: message, .voteResponse(isPreVote: true, granted: false))
+            case .proposal(let id, _):
+                reply(to: message, .proposalDropped(id: id))
+            case .proposalDropped(let id):
+                events.append(.forwardedProposalDropped(id: id))
             default:
                 break
             }
@@ -58,7 +62,11 @@ extension RaftNode {
         case .append, .heartbeat, .snapshot:
             becomeFollower(term: message.term, leader: message.from)
             stepFollower(message)
-        case .readIndexRequest, .readIndexResponse, .timeoutNow, .appendResponse, .heartbeatResponse, .voteRequest, .proposal:
+        case .proposal(let id, _):
+            reply(to: message, .proposalDropped(id: id))
+        case .proposalDropped(let id):
+            events.append(.forwardedProposalDropped(id: id))
+        case .readIndexRequest, .readIndexResponse, .timeoutNow, .appendResponse, .heartbeatResponse, .voteRequest:
             events.append(.messageDropped(from: message.from, .unexpectedForRole))
         }
     }
@@ -89,7 +97,11 @@ extension RaftNode {
                 return
             }
             readStates.append(ReadState(index: index, context: context))
-        case .readIndexRequest, .appendResponse, .heartbeatResponse, .voteResponse, .voteRequest, .proposal:
+        case .proposal(let id, _):
+            reply(to: message, .proposalDropped(id: id))
+        case .proposalDropped(let id):
+            events.append(.forwardedProposalDropped(id: id))
+        case .readIndexRequest, .appendResponse, .heartbeatResponse, .voteResponse, .voteRequest:
             events.append(.messageDropped(from: message.from, .unexpectedForRole))
         }
     }

@@ -107,13 +107,14 @@ public struct RaftNode: Sendable {
     /// Proposes `data` here when leading, or forwards it to the known leader, which proposes it on
     /// this node's behalf. A forwarded proposal has no index yet: the caller recognises its entry
     /// when it is applied (by an id inside `data`), or gives up after a timeout, not knowing.
-    public mutating func proposeOrForward(_ data: [UInt8]) throws(ProposalError) -> ProposalRoute {
+    /// `id` names the proposal in a `forwardedProposalDropped` event if the leader does not take it.
+    public mutating func proposeOrForward(_ data: [UInt8], id: UInt64) throws(ProposalError) -> ProposalRoute {
         if case .leader = role { return .proposed(index: try propose(data)) }
         guard data.count <= config.maxProposalBytes else {
             throw .tooLarge(bytes: data.count, limit: config.maxProposalBytes)
         }
         guard leader != noNode else { throw .noLeader }
-        send(Message(from: id, to: leader, term: term, payload: .proposal(data)), afterPersist: false)
+        send(Message(from: self.id, to: leader, term: term, payload: .proposal(id: id, data: data)), afterPersist: false)
         return .forwarded(to: leader)
     }
 

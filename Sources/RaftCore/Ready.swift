@@ -39,6 +39,8 @@ public enum DropReason: String, Sendable, Hashable {
 public enum RaftEvent: Sendable, Hashable {
     case roleChanged(RaftRole, term: UInt64)
     case leaderChanged(NodeID?, term: UInt64)
+    /// A proposal this node forwarded was not taken by the node it went to: it will never commit.
+    case forwardedProposalDropped(id: UInt64)
     case replicator(peer: NodeID, ReplicatorEvent)
     case membershipChanged(Membership, index: UInt64)
     case leadershipTransferStarted(to: NodeID)

@@ -84,7 +84,7 @@ struct OutboundStateMachine<Connection: AnyObject & Sendable>: Sendable {
         let isReplication: (GroupMessage) -> Bool = {
             switch $0.message.payload {
             case .append, .appendResponse, .heartbeat, .heartbeatResponse, .snapshot: return true
-            case .voteRequest, .voteResponse, .readIndexRequest, .readIndexResponse, .timeoutNow, .proposal: return false
+            case .voteRequest, .voteResponse, .readIndexRequest, .readIndexResponse, .timeoutNow, .proposal, .proposalDropped: return false
             }
         }
         if let index = queue.firstIndex(where: isReplication) {

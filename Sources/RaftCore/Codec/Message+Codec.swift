@@ -48,9 +48,13 @@ extension Message: BinaryCodable {
             writer.writeVarint(index)
         case .timeoutNow:
             writer.write(UInt8(9))
-        case .proposal(let data):
+        case .proposal(let id, let data):
             writer.write(UInt8(10))
+            writer.writeVarint(id)
             writer.writeLengthPrefixed(data)
+        case .proposalDropped(let id):
+            writer.write(UInt8(11))
+            writer.writeVarint(id)
         }
     }
 
@@ -100,9 +104,12 @@ extension Message: BinaryCodable {
         case 9:
             payload = .timeoutNow
         case 10:
-            payload = .proposal(try reader.readLengthPrefixed("forwarded proposal"))
+            let id = try reader.readVarint("proposal id")
+            payload = .proposal(id: id, data: try reader.readLengthPrefixed("forwarded proposal"))
+        case 11:
+            payload = .proposalDropped(id: try reader.readVarint("proposal id"))
         case let tag:
-            throw CodecError(offset: tagOffset, expected: "message payload tag 0 to 10, found \(tag)")
+            throw CodecError(offset: tagOffset, expected: "message payload tag 0 to 11, found \(tag)")
         }
         self.init(from: from, to: to, term: term, payload: payload)
     }
