@@ -111,6 +111,7 @@ public final class Store: Sendable {
         try await group.start(ticker: ticker)
         spawn { [weak self] in await self?.runPlacement() }
         spawn { [weak self] in await self?.sweepTimeouts() }
+        spawn { [weak self] in await self?.removeExpiredKeys() }
     }
 
     /// Stops every group and fails what waits.
@@ -342,6 +343,21 @@ public final class Store: Sendable {
             case .transferLeader(let id, let from, let to):
                 guard from == self.options.node, let region = self.region(id), await region.group.status.role == .leader else { return }
                 try? await region.group.transferLeadership(to: to)
+            }
+        }
+    }
+
+    /// On each region this store leads: finds expired keys a slice at a time and removes them through
+    /// Raft (reads hide them from the moment they expire; this frees their space).
+    func removeExpiredKeys() async {
+        var cursors: [UInt64: Bytes] = [:]
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(500))
+            for region in orderedRegions where await region.group.status.role == .leader {
+                let now = UnixClock.milliseconds()
+                guard let (keys, next) = try? region.machine.expiredKeys(now: now, from: cursors[region.id], budget: 4096) else { continue }
+                cursors[region.id] = next
+                if !keys.isEmpty { _ = await region.batcher.propose(.removeExpired(keys: keys), now: now) }
             }
         }
     }

@@ -213,4 +213,22 @@ final class StoreCluster: @unchecked Sendable {
         try await cluster.waitUntil("node 3 caught up") { try await value(cluster.service(3), "log") == expected }
         for id in NodeID(1)...3 { await cluster.stop(id) }
     }
+
+    @Test func expiredKeysAreHiddenAtOnceAndRemovedThroughRaft() async throws {
+        let cluster = StoreCluster()
+        for id in NodeID(1)...3 { try await cluster.start(id, founders: [1, 2, 3]) }
+        try await cluster.waitForLeaders()
+        let service = cluster.service(2)
+        for n in 0..<10 {
+            _ = try await service.write(.set(key: bytes("t\(n)"), value: bytes("v"), condition: .always, expiry: .after(milliseconds: 200), returnPrevious: false))
+        }
+        _ = try await service.write(.set(key: bytes("kept"), value: bytes("v"), condition: .always, expiry: .none, returnPrevious: false))
+        try await cluster.waitUntil("the keys expired for readers") { try await service.read(.count(start: [], end: nil)) == .count(1) }
+        for id in NodeID(1)...3 {
+            try await cluster.waitUntil("node \(id) removed the expired keys") {
+                await cluster.stores[id]!.status().regions.reduce(0) { $0 + $1.keys } == 1
+            }
+        }
+        for id in NodeID(1)...3 { await cluster.stop(id) }
+    }
 }

@@ -79,18 +79,17 @@ struct KVReader {
         }
     }
 
-    /// Every expired string of `[start, end)`, at most `limit`, for background removal.
-    func expiredKeys(start: Bytes, end: Bytes?, limit: Int) throws -> [Bytes] {
-        var range = EngineLayout.range(EngineLayout.dataSpace, start: start, end: end)
+    /// Expired strings among the first `budget` records of `[start, end)`, for background removal,
+    /// and the key to continue from (nil when the range is done), so that a large region is swept a
+    /// slice at a time.
+    func expiredKeys(start: Bytes, end: Bytes?, budget: Int) throws -> (keys: [Bytes], next: Bytes?) {
+        let range = EngineLayout.range(EngineLayout.dataSpace, start: start, end: end)
+        let pairs = try scan(range, budget, false)
         var keys: [Bytes] = []
-        while keys.count < limit {
-            let pairs = try scan(range, 1024, false)
-            for pair in pairs where !(try StoredRecord(decoding: pair.value)).isLive(at: now) {
-                keys.append(Array(pair.key.dropFirst()))
-            }
-            guard pairs.count == 1024, let last = pairs.last else { break }
-            range.start = last.key + [0]
+        for pair in pairs where !(try StoredRecord(decoding: pair.value)).isLive(at: now) {
+            keys.append(Array(pair.key.dropFirst()))
         }
-        return Array(keys.prefix(limit))
+        guard pairs.count == budget, let last = pairs.last else { return (keys, nil) }
+        return (keys, Array(last.key.dropFirst()) + [0])
     }
 }

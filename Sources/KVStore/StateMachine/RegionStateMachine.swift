@@ -246,10 +246,12 @@ public final class RegionStateMachine: StateMachine {
         return KeyRange(start: lower, end: upper)
     }
 
-    /// Expired strings of the region, for the leader's background removal.
-    func expiredKeys(now: Int64, limit: Int) throws -> [Bytes] {
+    /// Expired strings of the region from `cursor` on (the region's start when nil), looking at no more
+    /// than `budget` records, and where the next sweep continues.
+    func expiredKeys(now: Int64, from cursor: Bytes?, budget: Int) throws -> (keys: [Bytes], next: Bytes?) {
         let descriptor = self.descriptor
-        return try KVReader(engine: engine, now: now).expiredKeys(start: descriptor.start, end: descriptor.end, limit: limit)
+        let start = cursor.map { descriptor.contains($0) ? $0 : descriptor.start } ?? descriptor.start
+        return try KVReader(engine: engine, now: now).expiredKeys(start: start, end: descriptor.end, budget: budget)
     }
 
     /// A key near the middle of the region's strings, where a split leaves two halves of similar size.
