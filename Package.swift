@@ -139,7 +139,7 @@ let package = Package(
         .testTarget(name: "RaftSimulationTests", dependencies: ["RaftSimulation", "RaftCore"]),
         .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"]),
         .testTarget(name: "ChecksumTests", dependencies: ["Checksum"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["DivanServer"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["DivanServer"], exclude: ["Scripts"]),
         .testTarget(
             name: "RaftTransportTests",
             dependencies: [
