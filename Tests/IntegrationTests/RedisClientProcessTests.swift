@@ -6,16 +6,11 @@ import Testing
 /// a lock holder paused past its lease loses the lock to a higher fencing token, and a leader
 /// killed under a redis-py loop costs no acknowledged write and hangs no command.
 @Suite(.serialized) struct RedisClientProcessTests {
-    func allReady(_ servers: Servers, _ ids: ClosedRange<Int>) async -> Bool {
-        for id in ids where !(await servers.isReady(id)) { return false }
-        return true
-    }
-
     @Test func redisCLIAndRedisPyTalkToEveryNodeAndALearner() async throws {
         let servers = try Servers(count: 4, learners: [4])
         defer { servers.stopAll() }
         for id in 1...4 { try servers.start(id, joining: false) }
-        try await servers.waitUntil(30, "every node ready") { await allReady(servers, 1...4) }
+        try await servers.waitUntilReady(1...4)
         let ports = servers.respPorts
 
         let python = try await ClientProgram.run(
@@ -48,7 +43,7 @@ import Testing
         let servers = try Servers(count: 3)
         defer { servers.stopAll() }
         for id in 1...3 { try servers.start(id, joining: false) }
-        try await servers.waitUntil(30, "every node ready") { await allReady(servers, 1...3) }
+        try await servers.waitUntilReady(1...3)
 
         let lease = "4000"
         let holder = try ClientProgram(script: "kv_lock.py", ["holder", "\(servers.respPorts[0])", "door", lease], directory: servers.directory)
@@ -80,7 +75,7 @@ import Testing
         let servers = try Servers(count: 3, arguments: ["--engine", "rocksdb"])
         defer { servers.stopAll() }
         for id in 1...3 { try servers.start(id, joining: false) }
-        try await servers.waitUntil(30, "every node ready") { await allReady(servers, 1...3) }
+        try await servers.waitUntilReady(1...3)
 
         let load = try KVClusterProcessTests.Load(ports: servers.respPorts, pipeline: 1, reads: true, directory: servers.directory)
         try await servers.waitUntil(30, "writes before the kill") { load.lines("ack").count >= 150 }
@@ -89,7 +84,7 @@ import Testing
         let acknowledgedAtKill = load.lines("ack").count
         try await servers.waitUntil(30, "writes after the kill") { load.lines("ack").count >= acknowledgedAtKill + 150 }
         try servers.start(leader, joining: false)
-        try await servers.waitUntil(30, "node \(leader) back (\(servers.logTail(leader)))") { await allReady(servers, 1...3) }
+        try await servers.waitUntilReady(1...3)
         let acknowledgedAtRestart = load.lines("ack").count
         try await servers.waitUntil(30, "writes after the restart") { load.lines("ack").count >= acknowledgedAtRestart + 100 }
         try await load.stop()

@@ -116,6 +116,19 @@ final class Servers {
         await request(id, "GET", "/ready")?.0 == 200
     }
 
+    /// Waits until every node of `ids` is ready; the error says what each answered last.
+    func waitUntilReady(_ ids: ClosedRange<Int>, within seconds: Double = 60) async throws {
+        var answers: [String] = []
+        try await waitUntil(seconds, "nodes \(ids) ready: \(answers.joined(separator: "; "))") {
+            answers = []
+            for id in ids {
+                let answer = await request(id, "GET", "/ready")
+                answers.append("node \(id): \(answer.map { "\($0.0) \($0.1)" } ?? "no answer")")
+            }
+            return answers.allSatisfy { $0.contains(": 200 ") }
+        }
+    }
+
     func kill9(_ id: Int) {
         guard let process = processes[id] else { return }
         kill(process.processIdentifier, SIGKILL)
