@@ -148,7 +148,7 @@ let package = Package(
         .testTarget(name: "RaftSimulationTests", dependencies: ["RaftSimulation", "RaftCore"]),
         .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"]),
         .testTarget(name: "ChecksumTests", dependencies: ["Checksum"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["DivanServer", "KVClient", "KVWire"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["DivanServer", "KVClient", "KVWire"], exclude: ["Scripts"]),
         .testTarget(
             name: "RaftTransportTests",
             dependencies: [

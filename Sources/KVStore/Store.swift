@@ -338,7 +338,9 @@ public final class Store: Sendable {
                       region.descriptor.rangeVersion == rangeVersion,
                       let key = try? region.machine.middleKey()
                 else { return }
-                let command = RegionCommand.split(key: key, newRegion: newRegion, rangeVersion: rangeVersion)
+                let membership = await region.group.status.membership
+                let members = SplitMembers(voters: membership.voters, learners: membership.learners)
+                let command = RegionCommand.split(key: key, newRegion: newRegion, rangeVersion: rangeVersion, members: members)
                 _ = try? await region.group.submit(command.encodedBytes(), id: 0)
             case .transferLeader(let id, let from, let to):
                 guard from == self.options.node, let region = self.region(id), await region.group.status.role == .leader else { return }

@@ -8,7 +8,11 @@ enum RegionCommand: Hashable, BinaryCodable {
     case writes(now: Int64, origin: ProposalOrigin, [KVWrite])
     /// Splits the region at `key`: it keeps `[start, key)` and region `newRegion` gets `[key, end)`.
     /// Refused when the region's range version is no longer `rangeVersion` (a split raced another).
-    case split(key: Bytes, newRegion: UInt64, rangeVersion: UInt64)
+    /// `members` found the new region's Raft group: the proposing leader's membership, carried in the
+    /// entry so that every replica founds it alike (a replica's own descriptor may lack them: a node
+    /// that joined rebuilds region 1 from its log with no voters). nil in entries written before
+    /// members were carried: the parent's descriptor's then.
+    case split(key: Bytes, newRegion: UInt64, rangeVersion: UInt64, members: SplitMembers?)
 
     func encode(to writer: inout ByteWriter) {
         switch self {
@@ -19,11 +23,16 @@ enum RegionCommand: Hashable, BinaryCodable {
             writer.write(origin.request)
             writer.writeVarint(UInt64(writes.count))
             for write in writes { write.encode(to: &writer) }
-        case .split(let key, let newRegion, let rangeVersion):
-            writer.write(UInt8(1))
+        case .split(let key, let newRegion, let rangeVersion, let members):
+            writer.write(UInt8(members == nil ? 1 : 2))
             writer.writeLengthPrefixed(key)
             writer.write(newRegion)
             writer.write(rangeVersion)
+            guard let members else { return }
+            for nodes in [members.voters, members.learners] {
+                writer.writeVarint(UInt64(nodes.count))
+                for node in nodes { writer.write(node) }
+            }
         }
     }
 
@@ -37,14 +46,31 @@ enum RegionCommand: Hashable, BinaryCodable {
             writes.reserveCapacity(count)
             for _ in 0..<count { writes.append(try KVWrite(from: &reader)) }
             self = .writes(now: now, origin: origin, writes)
-        case 1:
-            self = .split(
-                key: try reader.readLengthPrefixed("a split key"), newRegion: try reader.readUInt64("a region id"),
-                rangeVersion: try reader.readUInt64("a range version"))
+        case let tag where tag == 1 || tag == 2:
+            let key = try reader.readLengthPrefixed("a split key")
+            let newRegion = try reader.readUInt64("a region id")
+            let rangeVersion = try reader.readUInt64("a range version")
+            var members: SplitMembers?
+            if tag == 2 {
+                var lists: [[UInt64]] = []
+                for what in ["voters", "learners"] {
+                    var nodes: [UInt64] = []
+                    for _ in 0..<(try reader.readCount(what, minimumElementSize: 8)) { nodes.append(try reader.readUInt64("a node id")) }
+                    lists.append(nodes)
+                }
+                members = SplitMembers(voters: lists[0], learners: lists[1])
+            }
+            self = .split(key: key, newRegion: newRegion, rangeVersion: rangeVersion, members: members)
         default:
             throw CodecError(offset: reader.offset, expected: "a region command tag")
         }
     }
+}
+
+/// The membership a split founds its new region with.
+struct SplitMembers: Hashable {
+    var voters: [UInt64]
+    var learners: [UInt64]
 }
 
 /// Who proposed a command: the node waiting for its outcome, and that node's id for the request.

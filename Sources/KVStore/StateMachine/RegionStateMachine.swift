@@ -124,14 +124,18 @@ public final class RegionStateMachine: StateMachine {
                 }
                 results.append(CommandResult.encode(outcomes))
                 if origin.node == node { resolved.append((origin.request, outcomes)) }
-            case .split(let key, let newRegion, let rangeVersion):
+            case .split(let key, let newRegion, let rangeVersion, let members):
                 guard rangeVersion == state.descriptor.rangeVersion, state.descriptor.contains(key),
                       key != state.descriptor.start
                 else {
                     results.append(CommandResult.encode([.failure(.definite(.regionMoved(region: region)))]))
                     continue
                 }
-                let (left, right) = try split(&state, at: key, newRegion: newRegion, applier: &applier)
+                var (left, right) = try split(&state, at: key, newRegion: newRegion, applier: &applier)
+                if let members {
+                    right.descriptor.voters = members.voters
+                    right.descriptor.learners = members.learners
+                }
                 splits.append((left, right))
                 results.append(CommandResult.encode([.success(.count(Int(right.keys)))]))
             }
