@@ -110,13 +110,13 @@ struct BenchKV: AsyncParsableCommand {
         let version = output(of: executable("redis-server")!, ["--version"])?.split(separator: " ").first { $0.hasPrefix("v=") }?.dropFirst(2) ?? "?"
         let name = "Redis \(version), appendonly yes, appendfsync always"
         say("\(name): 127.0.0.1:\(port), load average \(loadAverage())")
-        return try await redisBenchmarkRows(system: name, port: port, servers: [server.processIdentifier], children: children, profiled: nil)
+        return try await redisBenchmarkRows(system: name, port: port, servers: [server.pid], children: children, profiled: nil)
     }
 
     private func measureEtcd(_ children: BenchChildren) async throws -> [Row] {
         let members = try (1...3).map { (name: "etcd\($0)", client: try freeLoopbackPort(), peer: try freeLoopbackPort()) }
         let initialCluster = members.map { "\($0.name)=http://127.0.0.1:\($0.peer)" }.joined(separator: ",")
-        var servers: [Process] = []
+        var servers: [ChildProcess] = []
         defer { servers.forEach { children.stop($0) } }
         for member in members {
             servers.append(try children.launch(executable("etcd")!, [
@@ -140,9 +140,9 @@ struct BenchKV: AsyncParsableCommand {
         for (pipeline, count) in [(1, requests), (pipeline, pipelinedRequests)] {
             let load = EtcdLoad(port: leaderPort, connections: clients * pipeline, requests: count, valueSize: valueSize, keyspace: keyspace)
             for (test, operation) in [("SET", EtcdLoad.Operation.put), ("GET", .range)] {
-                let before = cpuSeconds(servers.map(\.processIdentifier))
+                let before = cpuSeconds(servers.map(\.pid))
                 let result = try await load.run(operation)
-                let cpu = cpuSeconds(servers.map(\.processIdentifier)) - before
+                let cpu = cpuSeconds(servers.map(\.pid)) - before
                 let command = "divan bench kv load generator: POST /v3/kv/\(operation.rawValue), \(clients * pipeline) connections x 1 in flight, -d \(valueSize) -r \(keyspace) -n \(count)"
                 rows.append(Row(system: name, test: test, pipeline: pipeline, result: result, cpuMicroseconds: cpu / Double(count) * 1e6, command: command))
                 say(rows.last!.summary)
@@ -171,9 +171,9 @@ struct BenchKV: AsyncParsableCommand {
                 let result = try runRedisBenchmark(arguments, test: test, children: children)
                 let cpu = cpuSeconds(servers) - before
                 if let perf, let profiled {
-                    kill(perf.processIdentifier, SIGINT)
+                    kill(perf.pid, SIGINT)
                     perf.waitUntilExit()
-                    children.release(perf.processIdentifier)
+                    children.release(perf.pid)
                     say("CPU profile of the Divan leader during SET -P \(pipeline): \(profiled.path) (perf report -i \(profiled.path) --no-children)")
                 }
                 let command = "redis-benchmark " + arguments.joined(separator: " ")
@@ -189,7 +189,7 @@ struct BenchKV: AsyncParsableCommand {
         let log = children.directory + "/redis-benchmark.log"
         let process = try children.launch(executable("redis-benchmark")!, arguments, log: log)
         process.waitUntilExit()
-        children.release(process.processIdentifier)
+        children.release(process.pid)
         let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         let errorCount = text.split(separator: "\n").filter { !$0.hasPrefix("\"") && ($0.contains("Error") || $0.contains("ERR")) }.count
         for line in text.split(separator: "\n") {
