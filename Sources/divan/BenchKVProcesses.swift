@@ -54,10 +54,16 @@ final class BenchChildren: Sendable {
             return state.running
         }
         for pid in pids { kill(pid, SIGTERM) }
-        let deadline = Date().addingTimeInterval(5)
-        while Date() < deadline && pids.contains(where: { kill($0, 0) == 0 && !isZombie($0) }) { usleep(50_000) }
+        waitForExit(pids, seconds: 5)
         for pid in pids where kill(pid, 0) == 0 { kill(pid, SIGKILL) }
-        try? FileManager.default.removeItem(atPath: directory)
+        waitForExit(pids, seconds: 2)
+        // A second pass catches files a process wrote while the first one ran.
+        for _ in 0..<2 { try? FileManager.default.removeItem(atPath: directory) }
+    }
+
+    private func waitForExit(_ pids: Set<pid_t>, seconds: Double) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline && pids.contains(where: { kill($0, 0) == 0 && !isZombie($0) }) { usleep(50_000) }
     }
 
     /// Until the parent reaps it, an exited child still answers `kill(pid, 0)`.
