@@ -11,6 +11,8 @@ final class BenchChildren: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Held for a whole stop, so that a failing run waits for Ctrl-C's stop (and the reverse).
+    private let stopping = NSLock()
     /// The scratch directory removed with the children.
     let directory: String
 
@@ -48,6 +50,8 @@ final class BenchChildren: Sendable {
     /// Stops every process still recorded and removes the scratch directory: the path of a failure
     /// or of Ctrl-C, where the objects of the processes are out of reach. Nothing starts afterwards.
     func stopAllAndClean() {
+        stopping.lock()
+        defer { stopping.unlock() }
         let pids = state.withLock { state in
             state.isStopping = true
             defer { state.running.removeAll() }
