@@ -10,6 +10,9 @@ struct WriteApplier {
     var now: Int64
     private(set) var batch = WriteBatch()
     private var overlay: [Bytes: Bytes?] = [:]
+    /// What the engine held for keys read in this batch: a SET reads its key for its condition and
+    /// again for the region's counts, and the engine is asked once.
+    private var readCache: [Bytes: Bytes?] = [:]
     private var deletedRanges: [KeyRange] = []
     private(set) var keyDelta: Int64 = 0
     private(set) var byteDelta: Int64 = 0
@@ -21,11 +24,14 @@ struct WriteApplier {
 
     // MARK: - Raw access through the overlay
 
-    private func stored(_ engineKey: Bytes) throws -> Bytes? {
+    private mutating func stored(_ engineKey: Bytes) throws -> Bytes? {
         if let value = overlay[engineKey] { return value }
         if deletedRanges.contains(where: { $0.contains(engineKey) }) { return nil }
+        if let value = readCache[engineKey] { return value }
         do {
-            return try engine.get(engineKey)
+            let value = try engine.get(engineKey)
+            readCache[engineKey] = .some(value)
+            return value
         } catch {
             throw KVStoreError.engine("\(error)")
         }
@@ -50,7 +56,7 @@ struct WriteApplier {
         batch.delete(engineKey)
     }
 
-    private func liveRecord(_ key: Bytes) throws -> StoredRecord? {
+    private mutating func liveRecord(_ key: Bytes) throws -> StoredRecord? {
         guard let bytes = try stored(EngineLayout.key(EngineLayout.dataSpace, key)) else { return nil }
         let record = try StoredRecord(decoding: bytes)
         return record.isLive(at: now) ? record : nil
@@ -200,7 +206,7 @@ struct WriteApplier {
         }
     }
 
-    private func lockRecord(_ engineKey: Bytes) throws -> StoredLock? {
+    private mutating func lockRecord(_ engineKey: Bytes) throws -> StoredLock? {
         guard let bytes = try stored(engineKey) else { return nil }
         do {
             return try StoredLock(decoding: bytes)
