@@ -186,6 +186,11 @@ public actor RaftGroup {
     public func receive(_ message: Message) async {
         guard !isStopped else { return }
         lastContact[message.from] = .now
+        var message = message
+        if case .proposal(let id, var data) = message.payload, node.currentRole == .leader {
+            stateMachine.stampForwardedProposal(&data)
+            message.payload = .proposal(id: id, data: data)
+        }
         node.step(message)
         await process()
     }

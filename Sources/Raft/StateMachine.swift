@@ -19,12 +19,16 @@ public protocol StateMachine: AnyObject, Sendable {
     /// only when it is newer, and does not apply entries up to this index again. In-memory state
     /// machines keep the default, 0: they are rebuilt from the snapshot and the log.
     var durableAppliedIndex: UInt64 { get }
+    /// Called on the leader for data a follower forwarded, before it enters the log: the place to
+    /// put what the leader must decide, such as the time (the KV store's expiry and leases).
+    func stampForwardedProposal(_ data: inout [UInt8])
 }
 
 extension StateMachine {
     public func leaderStarted(term: UInt64) {}
     public func leaderStopped() {}
     public var durableAppliedIndex: UInt64 { 0 }
+    public func stampForwardedProposal(_ data: inout [UInt8]) {}
 }
 
 /// A frozen view of a state machine that can be written out while the state machine moves on.

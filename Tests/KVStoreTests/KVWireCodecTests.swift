@@ -39,6 +39,17 @@ struct KVWireCodecTests {
         #expect(try CommandResult.decode(CommandResult.encode(outcomes)).map { try? $0.get() } == outcomes.map { try? $0.get() })
     }
 
+    @Test func theLeaderRestampsAForwardedCommandWithItsClock() throws {
+        let writes: [KVWrite] = [.set(key: [1], value: [2], condition: .always, expiry: .after(milliseconds: 5), returnPrevious: false)]
+        var data = RegionCommand.writes(now: 1_000, origin: ProposalOrigin(node: 2, request: 9), writes).encodedBytes()
+        RegionCommand.restamp(&data, now: 1_700_000_000_123)
+        #expect(try RegionCommand(decoding: data) == .writes(now: 1_700_000_000_123, origin: ProposalOrigin(node: 2, request: 9), writes))
+        var split = RegionCommand.split(key: [5], newRegion: 3, rangeVersion: 1, members: SplitMembers(voters: [1], learners: [])).encodedBytes()
+        let original = split
+        RegionCommand.restamp(&split, now: 42)
+        #expect(split == original, "only writes carry a time")
+    }
+
     @Test func garbageIsRejected() {
         for bytes: [UInt8] in [[], [99], [0, 200], [0, 1, 1, 1], [8, 255, 255, 255, 255, 1]] {
             #expect(throws: CodecError.self) { try KVWrite(decoding: bytes) }

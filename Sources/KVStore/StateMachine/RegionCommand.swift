@@ -14,6 +14,14 @@ enum RegionCommand: Hashable, BinaryCodable {
     /// members were carried: the parent's descriptor's then.
     case split(key: Bytes, newRegion: UInt64, rangeVersion: UInt64, members: SplitMembers?)
 
+    /// Replaces the time of an encoded `writes` command, in place: the tag byte is followed by the
+    /// time as eight little-endian bytes (see `encode`). Other commands are left alone.
+    static func restamp(_ data: inout [UInt8], now: Int64) {
+        guard data.count >= 9, data[0] == 0 else { return }
+        let bits = UInt64(bitPattern: now)
+        for byte in 0..<8 { data[1 + byte] = UInt8(truncatingIfNeeded: bits >> (8 * UInt64(byte))) }
+    }
+
     func encode(to writer: inout ByteWriter) {
         switch self {
         case .writes(let now, let origin, let writes):

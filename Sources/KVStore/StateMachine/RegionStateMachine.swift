@@ -196,6 +196,12 @@ public final class RegionStateMachine: StateMachine {
         return (left, RegionMeta(descriptor: right, applied: 0, keys: keys, bytes: bytes))
     }
 
+    /// Expiry and leases are the leader's to decide: a command a follower forwarded gets the
+    /// leader's clock in place of the follower's.
+    public func stampForwardedProposal(_ data: inout [UInt8]) {
+        RegionCommand.restamp(&data, now: UnixClock.milliseconds())
+    }
+
     public func snapshotView() -> any StateMachineView {
         RegionSnapshotView(snapshot: engine.snapshot(), meta: current)
     }
