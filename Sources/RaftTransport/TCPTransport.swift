@@ -183,6 +183,11 @@ public final class TCPTransport: Sendable {
             channel.write(channel.allocator.buffer(bytes: frame), promise: nil)
         }
         channel.flush()
+        // The next snapshot chunk leaves on a later turn, once this one is on its way and if the
+        // socket still takes more; heartbeats queued meanwhile go ahead of it.
+        if peer.machine.withLockedValue({ $0.hasQueuedBulk }) {
+            channel.eventLoop.execute { self.flush(peer) }
+        }
         if !oversized.isEmpty {
             logger.warning(
                 "dropped messages larger than the maximum frame size",
