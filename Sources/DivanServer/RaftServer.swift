@@ -102,6 +102,8 @@ final class GroupRouter: Sendable {
 
     func register(_ group: RaftGroup, as id: UInt64) { groups.withLock { $0[id] = group } }
 
+    var all: [RaftGroup] { groups.withLock { Array($0.values) } }
+
     func deliver(_ message: Message, group id: UInt64) -> DeliveryResult {
         guard let group = groups.withLock({ $0[id] }) else { return .unknownGroup }
         Task { await group.receive(message) }
@@ -109,7 +111,7 @@ final class GroupRouter: Sendable {
     }
 
     func reportUnreachable(_ peer: NodeID) {
-        for group in groups.withLock({ Array($0.values) }) {
+        for group in all {
             Task { await group.reportUnreachable(peer) }
         }
     }
