@@ -113,6 +113,7 @@ extension RaftNode {
         heartbeatElapsed = 0
         ticksSinceLeaderContact = 0
         isQuiesced = false
+        isLeaderUnreachable = false
         resetRandomizedElectionTimeout()
     }
 

@@ -80,11 +80,13 @@ extension RaftNode {
         case .append(let append):
             electionElapsed = 0
             ticksSinceLeaderContact = 0
+            isLeaderUnreachable = false
             setLeader(message.from)
             handleAppend(message, append)
         case .heartbeat(let commit, let readRound):
             electionElapsed = 0
             ticksSinceLeaderContact = 0
+            isLeaderUnreachable = false
             setLeader(message.from)
             log.commit(to: min(commit, log.lastIndex))
             reply(to: message, .heartbeatResponse(readRound: readRound))
@@ -95,7 +97,7 @@ extension RaftNode {
             log.commit(to: min(commit, log.lastIndex))
             // Only a follower holding exactly the leader's log may go quiet; anything else waits for
             // its timer, whose campaign wakes the leader.
-            if config.quiesceWhenIdle && log.lastIndex == commit { isQuiesced = true }
+            if config.quiesceWhenIdle && log.lastIndex == commit && !isLeaderUnreachable { isQuiesced = true }
         case .snapshot(let snapshot):
             electionElapsed = 0
             ticksSinceLeaderContact = 0

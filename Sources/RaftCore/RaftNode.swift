@@ -27,6 +27,9 @@ public struct RaftNode: Sendable {
     var electionTimeoutsBelowTarget = 0
     /// Quiesced: no election timer, no heartbeats, until something wakes the node (`quiesceWhenIdle`).
     public internal(set) var isQuiesced = false
+    /// A follower was told its leader is unreachable and has not heard from it since: a `quiesce`
+    /// still on its way from that leader must not put it back to sleep.
+    var isLeaderUnreachable = false
     /// The newest snapshot this node holds, sent to followers whose next entry is compacted away.
     var latestSnapshot: Snapshot?
 
@@ -128,6 +131,7 @@ public struct RaftNode: Sendable {
     /// quiesced node wakes, so that a follower whose leader died campaigns.
     public mutating func reportUnreachable(_ peer: NodeID) {
         wake()
+        if peer == leader && role.kind == .follower { isLeaderUnreachable = true }
         leading { node, state in
             guard var progress = state.progress[peer], peer != node.id else { return }
             if progress.state == .replicate {

@@ -72,6 +72,18 @@ struct QuiescenceTests {
         #expect(cluster.appliedData(2) == ["after"] && cluster.appliedData(3) == ["after"])
     }
 
+    @Test func aQuiesceThatArrivesAfterTheLeaderWasReportedUnreachableIsIgnored() throws {
+        var cluster = Self.quietCluster()
+        cluster.electLeader(1)
+        let term = cluster[1].term
+        cluster.crash(1)
+        // The transport reports the lost connection before a quiesce sent just before the crash arrives.
+        cluster[2].reportUnreachable(1)
+        cluster.step(Message(from: 1, to: 2, term: term, payload: .quiesce(commit: cluster[2].commitIndex)))
+        #expect(!cluster[2].isQuiesced, "it would sleep forever with its leader dead")
+        #expect(cluster.tickAll(until: { !$0.leaders.isEmpty }, limit: 40) != nil)
+    }
+
     @Test func aQuietLeaderKeepsNoLeaseAndConfirmsAReadWithARound() throws {
         var cluster = Self.quietCluster(readMode: .leaseBased)
         cluster.electLeader(1)
