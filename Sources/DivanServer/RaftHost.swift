@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
@@ -25,6 +26,7 @@ public final class RaftHost: Sendable {
         self.id = id
         self.options = options
         self.dataDirectory = dataDirectory
+        try FileManager.default.createDirectory(atPath: "\(dataDirectory)/snapshots", withIntermediateDirectories: true)
         self.loops = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         self.log = try WriteAheadLog(directory: FilePath("\(dataDirectory)/wal"))
         self.ticker = RaftTicker(interval: options.heartbeatInterval)

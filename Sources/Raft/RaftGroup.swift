@@ -46,6 +46,8 @@ public actor RaftGroup {
     /// When a message from each peer last arrived.
     var lastContact: [NodeID: ContinuousClock.Instant] = [:]
     var isProcessing = false
+    /// The last hard state handed to the log (durable or queued).
+    var queuedHardState: HardState
     var isStopped = false
     var ticker: RaftTicker?
     var snapshotter: Task<Void, Never>?
@@ -106,6 +108,7 @@ public actor RaftGroup {
             recovered = .empty
         }
         node = try RaftNode(config: options.coreConfig(id: id), recovered: recovered)
+        queuedHardState = recovered.hardState
         self.logger[metadataKey: "term"] = "\(node.term)"
         self.logger.info("opened", metadata: [
             "commit": "\(node.commitIndex)", "last_index": "\(node.lastIndex)",
@@ -349,7 +352,20 @@ public actor RaftGroup {
                 return false
             }
         }
-        if !ready.entries.isEmpty || ready.hardState != nil || ready.snapshot != nil {
+        if ready.entries.isEmpty && ready.snapshot == nil, let hardState = ready.hardState,
+           hardState.term == queuedHardState.term && hardState.vote == queuedHardState.vote {
+            // Only the commit index moved. Nothing sent or applied depends on it being durable (the
+            // entries are on a quorum already; a restart may find an older commit and relearn it), so
+            // it is queued behind earlier writes without waiting for its fdatasync.
+            do {
+                _ = try log.enqueue([LogWrite(group: group, hardState: hardState)])
+                queuedHardState = hardState
+            } catch {
+                fail("storage: \(error)")
+                return false
+            }
+        } else if !ready.entries.isEmpty || ready.hardState != nil || ready.snapshot != nil {
+            if let hardState = ready.hardState { queuedHardState = hardState }
             do {
                 let started = ContinuousClock.now
                 defer { metrics.persistLatency.recordInterval(since: started) }
