@@ -144,7 +144,15 @@ let package = Package(
             ]
         ),
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore"]),
-        .testTarget(name: "RaftTests", dependencies: ["Raft", "RaftCore", "RaftStorage"]),
+        .testTarget(
+            name: "RaftTests",
+            dependencies: [
+                "Raft", "RaftCore", "RaftStorage", "RaftTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(name: "RaftSimulationTests", dependencies: ["RaftSimulation", "RaftCore"]),
         .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"]),
         .testTarget(name: "ChecksumTests", dependencies: ["Checksum"]),

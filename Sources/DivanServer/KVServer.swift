@@ -130,15 +130,21 @@ public final class KVServer: Service {
     }
 }
 
-/// Hands messages from the transport to the group they belong to.
+/// Hands messages from the transport to the group they belong to: groups registered one by one
+/// (`RaftHost`), or the groups of a KV store, which opens regions it does not know yet on demand.
 final class GroupRouter: Sendable {
+    private let groups = Mutex<[UInt64: RaftGroup]>([:])
     /// Set once the store exists; messages that arrive before are dropped (Raft resends).
     let store = Mutex<Store?>(nil)
 
+    func register(_ group: RaftGroup, as id: UInt64) { groups.withLock { $0[id] = group } }
+
+    var all: [RaftGroup] { groups.withLock { Array($0.values) } + (store.withLock { $0 }?.groups ?? []) }
+
     func deliver(_ message: Message, group id: UInt64) -> DeliveryResult {
-        guard let store = store.withLock({ $0 }) else { return .unknownGroup }
-        guard let group = store.group(id) else {
-            store.openUnknownRegion(id)
+        let store = store.withLock { $0 }
+        guard let group = groups.withLock({ $0[id] }) ?? store?.group(id) else {
+            store?.openUnknownRegion(id)
             return .unknownGroup
         }
         Task { await group.receive(message) }
@@ -146,7 +152,7 @@ final class GroupRouter: Sendable {
     }
 
     func reportUnreachable(_ peer: NodeID) {
-        for group in store.withLock({ $0 })?.groups ?? [] {
+        for group in all {
             Task { await group.reportUnreachable(peer) }
         }
     }

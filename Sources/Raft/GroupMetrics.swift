@@ -10,6 +10,10 @@ struct GroupMetrics: Sendable {
     let snapshots = Counter(label: "divan_raft_snapshots_total")
     let snapshotBytes = Counter(label: "divan_raft_snapshot_bytes_total")
     let failures = Counter(label: "divan_raft_group_failures_total")
+    let snapshotChunksSent = Counter(label: "divan_raft_snapshot_chunks_sent_total")
+    let snapshotChunksReceived = Counter(label: "divan_raft_snapshot_chunks_received_total")
+    /// Received snapshots whose files did not match the leader's manifest (fetched again).
+    let snapshotsRejected = Counter(label: "divan_raft_snapshots_rejected_total")
     /// Replicator events seen on leaders, by kind (created, probe, replicate, snapshot, online, offline, error, destroyed).
     let replicatorEvents: [String: Counter] = Dictionary(uniqueKeysWithValues: [
         "created", "probe", "replicate", "snapshot", "online", "offline", "error", "destroyed",

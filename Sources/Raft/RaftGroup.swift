@@ -17,10 +17,27 @@ public actor RaftGroup {
     var logger: Logger
     let metrics: GroupMetrics
     var node: RaftNode
+    /// Proposals waiting for their entry to apply, by log index.
     var pendingApplies: [UInt64: PendingApply] = [:]
-    var pendingReads: [UInt64: CheckedContinuation<UInt64, any Error>] = [:]
+    /// Reads waiting for their read index and for the state machine to reach it, by context.
+    var pendingReads: [UInt64: PendingRead] = [:]
+    /// Outcomes of requests whose caller has not suspended yet (it was running the Ready loop).
+    var finishedApplies: [UInt64: Result<[UInt8], RaftError>] = [:]
+    var finishedReads: [UInt64: Result<UInt64, RaftError>] = [:]
+    var nextTicket: UInt64 = 1
     /// Reads whose index is known, waiting for the state machine to reach it.
     var confirmedReads: [(index: UInt64, context: UInt64)] = []
+    /// Ticks since `start`: the clock of request deadlines and snapshot transfers.
+    var ticks: UInt64 = 0
+    /// Snapshots this leader offered, by follower: the snapshot's index and the tick of the
+    /// follower's last chunk request.
+    var outgoingSnapshots: [NodeID: (index: UInt64, lastActivity: UInt64)] = [:]
+    /// The snapshot this follower is fetching from its leader.
+    var incomingSnapshot: IncomingSnapshot?
+    /// The snapshot the leader serves chunks from, kept so that each chunk costs one read.
+    var servedSnapshot: StoredSnapshot?
+    /// Received snapshots refused because a file did not match the leader's manifest (then fetched again).
+    public internal(set) var rejectedSnapshots = 0
     var nextReadContext: UInt64 = 1
     /// Set when the state machine or the disk failed: the group stops serving until restarted.
     public private(set) var failure: String?
@@ -30,18 +47,33 @@ public actor RaftGroup {
     /// When a message from each peer last arrived.
     var lastContact: [NodeID: ContinuousClock.Instant] = [:]
     var isProcessing = false
+    /// The last hard state handed to the log (durable or queued).
+    var queuedHardState: HardState
     var isStopped = false
     var ticker: RaftTicker?
     var snapshotter: Task<Void, Never>?
     var isSnapshotting = false
     /// Entries up to this index are already in the state machine's own durable state.
     var skipApplyingThrough: UInt64 = 0
-    /// The name of the one file a state machine snapshot consists of.
-    static let snapshotFile = "state"
 
     struct PendingApply {
+        var ticket: UInt64
         var term: UInt64
-        var continuation: CheckedContinuation<[UInt8], any Error>
+        var deadline: UInt64
+        var waiter: CheckedContinuation<[UInt8], any Error>?
+    }
+
+    /// When a caller of `process` leaves the loop.
+    enum LoopGoal {
+        case drained
+        case oneRound
+        case apply(ticket: UInt64)
+        case read(context: UInt64)
+    }
+
+    struct PendingRead {
+        var deadline: UInt64
+        var waiter: CheckedContinuation<UInt64, any Error>?
     }
 
     /// Opens the group from what `log` and `snapshots` hold. A group never seen before starts from
@@ -64,14 +96,14 @@ public actor RaftGroup {
         self.logger = logger
         self.metrics = GroupMetrics()
         let recovered: RecoveredState
-        let snapshot = try snapshots.latest().map { stored in
-            Snapshot(metadata: stored.manifest.metadata, data: try Self.readWhole(stored))
-        }
+        // The core holds a snapshot's manifest, not its bytes: the files stay in the store.
+        let stored = try snapshots.latest()
+        let snapshot = stored.map { Snapshot(metadata: $0.manifest.metadata, data: $0.manifest.encodedBytes()) }
         if let state = log.state(of: group), state.lastIndex > 0 || state.hardState != nil || snapshot != nil {
             let first = max(state.firstIndex, (snapshot?.metadata.index ?? 0) + 1)
             let entries = state.lastIndex >= first ? try log.entries(group: group, in: first..<(state.lastIndex + 1)) : []
-            if let snapshot, stateMachine.durableAppliedIndex < snapshot.metadata.index {
-                try stateMachine.restore(from: snapshot.data)
+            if let stored, stateMachine.durableAppliedIndex < stored.manifest.metadata.index {
+                try stateMachine.restore(from: Self.readWhole(stored))
             }
             recovered = RecoveredState(hardState: state.hardState ?? HardState(), snapshot: snapshot, entries: entries)
         } else if let bootstrap {
@@ -82,6 +114,7 @@ public actor RaftGroup {
         }
         node = try RaftNode(config: options.coreConfig(id: id), recovered: recovered)
         skipApplyingThrough = stateMachine.durableAppliedIndex
+        queuedHardState = recovered.hardState
         self.logger[metadataKey: "term"] = "\(node.term)"
         self.logger.info("opened", metadata: [
             "commit": "\(node.commitIndex)", "last_index": "\(node.lastIndex)",
@@ -117,55 +150,14 @@ public actor RaftGroup {
         return half + .milliseconds(milliseconds > 0 ? random.below(milliseconds) : 0)
     }
 
-    /// Snapshots the state machine as applied now and drops the log it covers. The view is taken at
-    /// once; serializing and writing it happen in the background while the group keeps applying.
-    /// Returns the snapshot's index, or nil when there is nothing new to cover.
-    @discardableResult
-    public func takeSnapshot() async throws -> UInt64? {
-        guard !isSnapshotting, !isStopped else { return nil }
-        let metadata = node.snapshotMetadata
-        guard metadata.index >= node.firstIndex else { return nil }
-        isSnapshotting = true
-        defer { isSnapshotting = false }
-        let view = stateMachine.snapshotView()
-        let store = snapshots
-        let data = try await Task.detached {
-            let data = view.serialized()
-            try Self.store(Snapshot(metadata: metadata, data: data), in: store)
-            return data
-        }.value
-        guard node.compact(Snapshot(metadata: metadata, data: data)) else { return nil }
-        try await log.compact(group: group, through: metadata.index)
-        metrics.snapshots.increment()
-        metrics.snapshotBytes.increment(by: data.count)
-        logger.info("snapshot taken", metadata: ["index": "\(metadata.index)", "bytes": "\(data.count)"])
-        return metadata.index
-    }
-
-    static func store(_ snapshot: Snapshot, in store: SnapshotStore) throws {
-        let writer = try store.create(metadata: snapshot.metadata)
-        try writer.write(file: snapshotFile, at: 0, snapshot.data)
-        _ = try writer.finish()
-    }
-
-    static func readWhole(_ stored: StoredSnapshot) throws -> [UInt8] {
-        guard let file = stored.manifest.files.first(where: { $0.name == snapshotFile }) else { return [] }
-        var data: [UInt8] = []
-        while UInt64(data.count) < file.size {
-            data += try stored.reader.read(file: snapshotFile, at: UInt64(data.count), maximumLength: 1 << 20)
-        }
-        return data
-    }
-
     /// Stops ticking and fails every waiting request definitely or indefinitely, as fits.
     public func stop() {
         isStopped = true
         ticker?.unregister(self)
         snapshotter?.cancel()
-        for (_, pending) in pendingApplies { pending.continuation.resume(throwing: RaftError.indefinite(.leadershipLost)) }
-        pendingApplies = [:]
-        for (_, continuation) in pendingReads { continuation.resume(throwing: RaftError.definite(.shuttingDown)) }
-        pendingReads = [:]
+        incomingSnapshot = nil
+        for index in Array(pendingApplies.keys) { finishApply(at: index, .failure(.indefinite(.leadershipLost))) }
+        for context in Array(pendingReads.keys) { finishRead(context, .failure(.definite(.shuttingDown))) }
     }
 
     public func addReplicatorStateListener(_ listener: any ReplicatorStateListener) {
@@ -186,16 +178,30 @@ public actor RaftGroup {
     public func receive(_ message: Message) async {
         guard !isStopped else { return }
         lastContact[message.from] = .now
-        var message = message
-        if case .proposal(let id, var data) = message.payload, node.currentRole == .leader {
+        switch message.payload {
+        case .snapshot(let snapshot):
+            if await receiveSnapshotOffer(message, snapshot) { return }
+        case .snapshotChunkRequest(let piece):
+            serveSnapshotChunk(piece, to: message.from)
+            await process()
+            return
+        case .snapshotChunk(let piece, let data):
+            await receiveSnapshotChunk(piece, data, from: message.from)
+            return
+        case .proposal(let id, var data) where node.currentRole == .leader:
             stateMachine.stampForwardedProposal(&data)
-            message.payload = .proposal(id: id, data: data)
+            node.step(Message(from: message.from, to: message.to, term: message.term, payload: .proposal(id: id, data: data)))
+            await process()
+            return
+        default:
+            break
         }
         node.step(message)
         await process()
     }
 
-    /// Tells the core that the transport could not reach `peer`, so the leader stops pipelining to it.
+    /// Tells the core that the transport could not reach `peer`: the leader stops pipelining to it,
+    /// and a quiesced group wakes, so that followers of a dead leader elect another.
     public func reportUnreachable(_ peer: NodeID) async {
         guard !isStopped else { return }
         node.reportUnreachable(peer)
@@ -204,8 +210,12 @@ public actor RaftGroup {
 
     func tick() async {
         guard !isStopped else { return }
+        ticks += 1
         node.tick()
-        await process()
+        expireRequests()
+        tickSnapshotTransfers()
+        // At most one round here: the ticker must not wait behind a busy group's disk.
+        await process(until: .oneRound)
     }
 
     // MARK: - Requests
@@ -226,15 +236,15 @@ public actor RaftGroup {
             default: throw RaftError.definite(.rejected(error))
             }
         }
-        let term = node.term
-        let timeout = options.applyTimeout
-        Task { [weak self] in
-            try? await Task.sleep(for: timeout)
-            await self?.timeOutApply(index: index, after: timeout)
-        }
+        let ticket = nextTicket
+        nextTicket += 1
+        pendingApplies[index] = PendingApply(ticket: ticket, term: node.term, deadline: ticks + timeoutTicks, waiter: nil)
+        // The caller drives the Ready loop itself when it is idle (no task to start), and leaves it
+        // as soon as its own entry is done.
+        await process(until: .apply(ticket: ticket))
+        if let outcome = finishedApplies.removeValue(forKey: ticket) { return try outcome.get() }
         return try await withCheckedThrowingContinuation { continuation in
-            pendingApplies[index] = PendingApply(term: term, continuation: continuation)
-            Task { await self.process() }
+            pendingApplies[index]?.waiter = continuation
         }
     }
 
@@ -256,7 +266,8 @@ public actor RaftGroup {
             default: throw RaftError.definite(.rejected(error))
             }
         }
-        await process()
+        // One round carries the proposal to the log and the leader; whatever follows is the loop's.
+        await process(until: .oneRound)
         return route
     }
 
@@ -271,15 +282,17 @@ public actor RaftGroup {
         } catch {
             throw RaftError.definite(.rejected(error))
         }
-        let timeout = options.applyTimeout
-        Task { [weak self] in
-            try? await Task.sleep(for: timeout)
-            await self?.timeOutRead(context: context, after: timeout)
-        }
+        pendingReads[context] = PendingRead(deadline: ticks + timeoutTicks, waiter: nil)
+        await process(until: .read(context: context))
+        if let outcome = finishedReads.removeValue(forKey: context) { return try outcome.get() }
         return try await withCheckedThrowingContinuation { continuation in
-            pendingReads[context] = continuation
-            Task { await self.process() }
+            pendingReads[context]?.waiter = continuation
         }
+    }
+
+    /// `applyTimeout` in ticks, rounded up.
+    var timeoutTicks: UInt64 {
+        UInt64((options.applyTimeout / options.heartbeatInterval).rounded(.up))
     }
 
     /// Proposes a membership change (joint consensus for more than one voter).
@@ -310,56 +323,118 @@ public actor RaftGroup {
         return lastContact.mapValues { now - $0 }
     }
 
-    func timeOutApply(index: UInt64, after timeout: Duration) {
-        pendingApplies.removeValue(forKey: index)?.continuation.resume(throwing: RaftError.indefinite(.timedOut(after: timeout)))
+    /// Completes a proposal: resumes its caller, or keeps the outcome for a caller still running the loop.
+    func finishApply(at index: UInt64, _ outcome: Result<[UInt8], RaftError>) {
+        guard let pending = pendingApplies.removeValue(forKey: index) else { return }
+        if let waiter = pending.waiter {
+            waiter.resume(with: outcome.mapError { $0 as any Error })
+        } else {
+            finishedApplies[pending.ticket] = outcome
+        }
     }
 
-    func timeOutRead(context: UInt64, after timeout: Duration) {
+    func finishRead(_ context: UInt64, _ outcome: Result<UInt64, RaftError>) {
+        guard let pending = pendingReads.removeValue(forKey: context) else { return }
+        if let waiter = pending.waiter {
+            waiter.resume(with: outcome.mapError { $0 as any Error })
+        } else {
+            finishedReads[context] = outcome
+        }
+    }
+
+    /// Fails requests whose deadline passed: checked on ticks, so a request costs no timer of its own.
+    func expireRequests() {
+        let timeout = options.applyTimeout
+        for (index, pending) in pendingApplies where pending.deadline <= ticks {
+            finishApply(at: index, .failure(.indefinite(.timedOut(after: timeout))))
+        }
         // A read has no effect, so a read that timed out is a definite failure.
-        pendingReads.removeValue(forKey: context)?.resume(throwing: RaftError.definite(.rejected(.noLeader)))
+        for (context, pending) in pendingReads where pending.deadline <= ticks {
+            finishRead(context, .failure(.definite(.rejected(.noLeader))))
+        }
     }
 
     // MARK: - The Ready loop
 
     /// Hands every `Ready` to the network, the log and the state machine, in the order the core's
     /// contract demands. Re-entrant calls return at once: the running loop collects their output.
-    func process() async {
+    /// A caller that waits for its own request stops once it is done; a task takes over the rest.
+    func process(until goal: LoopGoal = .drained) async {
         guard !isProcessing else { return }
         isProcessing = true
-        defer { isProcessing = false }
         while !isStopped, let ready = node.ready() {
-            if !ready.messages.isEmpty { sender.send(ready.messages, group: group) }
-            if let snapshot = ready.snapshot {
-                // The snapshot is durable in the store before the log points at it.
-                do {
-                    try Self.store(snapshot, in: snapshots)
-                    try stateMachine.restore(from: snapshot.data)
-                } catch {
-                    fail("snapshot at \(snapshot.metadata.index): \(error)")
-                    return
-                }
+            guard await handle(ready) else { break }
+            switch goal {
+            case .drained: continue
+            case .oneRound: break
+            case .apply(let ticket): if finishedApplies[ticket] == nil { continue }
+            case .read(let context): if finishedReads[context] == nil { continue }
             }
-            if !ready.entries.isEmpty || ready.hardState != nil || ready.snapshot != nil {
-                do {
-                    let started = ContinuousClock.now
-                    defer { metrics.persistLatency.recordInterval(since: started) }
-                    try await log.write([LogWrite(
-                        group: group, snapshot: ready.snapshot?.metadata, entries: ready.entries, hardState: ready.hardState)])
-                } catch {
-                    fail("storage: \(error)")
-                    return
-                }
-            }
-            if !ready.messagesAfterPersist.isEmpty { sender.send(ready.messagesAfterPersist, group: group) }
-            apply(ready.committedEntries)
-            metrics.applied.increment(by: ready.committedEntries.count)
-            for state in ready.readStates {
-                confirmedReads.append((state.index, state.context))
-            }
-            for event in ready.events { handle(event) }
-            node.advance(ready)
-            serveConfirmedReads()
+            break
         }
+        isProcessing = false
+        if !isStopped && node.hasReady { Task { await self.process() } }
+    }
+
+    /// One round of the loop; false when the group failed.
+    func handle(_ ready: consuming Ready) async -> Bool {
+        if !ready.messages.isEmpty { send(ready.messages) }
+        if let snapshot = ready.snapshot {
+            // The snapshot's files arrived in the store before the core saw the offer.
+            do {
+                guard let stored = try snapshots.snapshot(index: snapshot.metadata.index, term: snapshot.metadata.term) else {
+                    throw RaftConfigError.invalid("snapshot \(snapshot.metadata.index)/\(snapshot.metadata.term) is not in the store")
+                }
+                try stateMachine.restore(from: Self.readWhole(stored))
+            } catch {
+                fail("snapshot at \(snapshot.metadata.index): \(error)")
+                return false
+            }
+        }
+        if ready.entries.isEmpty && ready.snapshot == nil, let hardState = ready.hardState,
+           hardState.term == queuedHardState.term && hardState.vote == queuedHardState.vote {
+            // Only the commit index moved. Nothing sent or applied depends on it being durable (the
+            // entries are on a quorum already; a restart may find an older commit and relearn it), so
+            // it is queued behind earlier writes without waiting for its fdatasync.
+            do {
+                _ = try log.enqueue([LogWrite(group: group, hardState: hardState)])
+                queuedHardState = hardState
+            } catch {
+                fail("storage: \(error)")
+                return false
+            }
+        } else if !ready.entries.isEmpty || ready.hardState != nil || ready.snapshot != nil {
+            if let hardState = ready.hardState { queuedHardState = hardState }
+            do {
+                let started = ContinuousClock.now
+                defer { metrics.persistLatency.recordInterval(since: started) }
+                try await log.write([LogWrite(
+                    group: group, snapshot: ready.snapshot?.metadata, entries: ready.entries, hardState: ready.hardState)])
+            } catch {
+                fail("storage: \(error)")
+                return false
+            }
+        }
+        if !ready.messagesAfterPersist.isEmpty { send(ready.messagesAfterPersist) }
+        apply(ready.committedEntries)
+        metrics.applied.increment(by: ready.committedEntries.count)
+        for state in ready.readStates {
+            confirmedReads.append((state.index, state.context))
+        }
+        for event in ready.events { handle(event) }
+        node.advance(ready)
+        serveConfirmedReads()
+        return true
+    }
+
+    /// Sends messages, noting the snapshots offered so that a stalled transfer is noticed.
+    func send(_ messages: [Message]) {
+        for message in messages {
+            if case .snapshot(let snapshot) = message.payload {
+                outgoingSnapshots[message.to] = (snapshot.metadata.index, ticks)
+            }
+        }
+        sender.send(messages, group: group)
     }
 
     func apply(_ entries: [Entry]) {
@@ -379,11 +454,11 @@ public actor RaftGroup {
             }
         }
         for entry in entries {
-            guard let pending = pendingApplies.removeValue(forKey: entry.index) else { continue }
+            guard let pending = pendingApplies[entry.index] else { continue }
             if entry.term == pending.term {
-                pending.continuation.resume(returning: results[entry.index] ?? [])
+                finishApply(at: entry.index, .success(results[entry.index] ?? []))
             } else {
-                pending.continuation.resume(throwing: RaftError.definite(.overwritten(index: entry.index)))
+                finishApply(at: entry.index, .failure(.definite(.overwritten(index: entry.index))))
             }
         }
     }
@@ -392,7 +467,7 @@ public actor RaftGroup {
         let applied = node.appliedIndex
         confirmedReads.removeAll { read in
             guard read.index <= applied else { return false }
-            pendingReads.removeValue(forKey: read.context)?.resume(returning: read.index)
+            finishRead(read.context, .success(read.index))
             return true
         }
     }
@@ -414,9 +489,7 @@ public actor RaftGroup {
             metrics.droppedMessages.increment()
             logger.debug("message dropped", metadata: ["from": "\(from)", "reason": "\(reason.rawValue)"])
         case .readsDropped(let contexts):
-            for context in contexts {
-                pendingReads.removeValue(forKey: context)?.resume(throwing: RaftError.definite(.rejected(.notLeader(leaderHint: nil))))
-            }
+            for context in contexts { finishRead(context, .failure(.definite(.rejected(.notLeader(leaderHint: nil))))) }
         case .replicator(let peer, let replicatorEvent):
             logger.debug("replicator", metadata: ["peer": "\(peer)", "event": "\(replicatorEvent)"])
             metrics.replicatorEvents[Self.name(of: replicatorEvent)]?.increment()
@@ -449,10 +522,7 @@ public actor RaftGroup {
     func failPendingAppliesAfterLeadershipLoss() {
         guard !pendingApplies.isEmpty, node.currentRole != .leader else { return }
         // Our entries may still commit under the next leader: we cannot say either way.
-        for (_, pending) in pendingApplies {
-            pending.continuation.resume(throwing: RaftError.indefinite(.leadershipLost))
-        }
-        pendingApplies = [:]
+        for index in Array(pendingApplies.keys) { finishApply(at: index, .failure(.indefinite(.leadershipLost))) }
         stateMachine.leaderStopped()
     }
 
@@ -460,10 +530,7 @@ public actor RaftGroup {
         logger.error("group stopped", metadata: ["reason": "\(reason)"])
         metrics.failures.increment()
         failure = reason
-        for (_, pending) in pendingApplies {
-            pending.continuation.resume(throwing: RaftError.indefinite(.stateMachineFailed(reason)))
-        }
-        pendingApplies = [:]
+        for index in Array(pendingApplies.keys) { finishApply(at: index, .failure(.indefinite(.stateMachineFailed(reason)))) }
         stop()
     }
 }

@@ -20,6 +20,14 @@ public struct RaftOptions: Sendable, Hashable {
     public var readMode: ReadMode = .safe
     /// How long `apply` waits for its entry before reporting an indefinite timeout.
     public var applyTimeout: Duration = .seconds(10)
+    /// Bytes per piece when a snapshot streams to a follower. One piece at a time is in flight per
+    /// follower, and the transport sends pieces behind every other message, so heartbeats wait for
+    /// at most one piece on the wire.
+    public var snapshotChunkSize = 1 << 20
+    /// An idle group goes quiet: no heartbeats, no election timers, until a proposal, a read or a
+    /// lost peer wakes it (`RaftConfig.quiesceWhenIdle`). The sender's transport must report lost
+    /// peers through `RaftGroup.reportUnreachable`, or followers of a dead quiet leader never elect.
+    public var quiesceWhenIdle = true
     /// Seed of the core's random choices; by default derived from the node id.
     public var randomSeed: UInt64 = 0
 
@@ -36,6 +44,9 @@ public struct RaftOptions: Sendable, Hashable {
         }
         guard snapshotInterval > .zero else { throw .invalid("snapshotInterval must be positive") }
         guard applyTimeout > .zero else { throw .invalid("applyTimeout must be positive") }
+        guard (4_096...(8 << 20)).contains(snapshotChunkSize) else {
+            throw .invalid("snapshotChunkSize must be between 4 KiB and 8 MiB (a frame holds 16 MiB), got \(snapshotChunkSize)")
+        }
         try coreConfig(id: 1).validate()
     }
 
@@ -47,6 +58,7 @@ public struct RaftOptions: Sendable, Hashable {
         config.maxEntriesPerAppend = maxEntriesPerAppend
         config.maxProposalBytes = maxProposalBytes
         config.readMode = readMode
+        config.quiesceWhenIdle = quiesceWhenIdle
         config.randomSeed = randomSeed == 0 ? id &* 0x2545_F491_4F6C_DD1D : randomSeed
         return config
     }

@@ -33,7 +33,17 @@ extension StateMachine {
 
 /// A frozen view of a state machine that can be written out while the state machine moves on.
 public protocol StateMachineView: Sendable {
+    /// The whole state as bytes; `StateMachine.restore(from:)` reads them back.
     func serialized() -> [UInt8]
+    /// Hands the same bytes as `serialized()` to `sink` in consecutive pieces, so that a large state
+    /// never has to sit in memory whole. The default hands over `serialized()` in one piece.
+    func write(to sink: (_ piece: [UInt8]) throws -> Void) throws
+}
+
+extension StateMachineView {
+    public func write(to sink: (_ piece: [UInt8]) throws -> Void) throws {
+        try sink(serialized())
+    }
 }
 
 /// One committed application entry.

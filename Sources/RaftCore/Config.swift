@@ -45,6 +45,11 @@ public struct RaftConfig: Sendable, Hashable {
     public var transferToHigherPriority: Bool = true
     /// The minimum step by which the target priority decays (SOFAJRaft's `decayPriorityGap`, at least 10).
     public var decayPriorityGap: Int = 10
+    /// An idle leader whose followers all hold its whole log stops heartbeating and tells them to stop
+    /// their election timers (CockroachDB's quiescence), so an idle group costs no messages. Any
+    /// proposal, read or message wakes it. The runtime must call `reportUnreachable` when its
+    /// transport loses a peer: that wakes a quiesced node, so a dead leader is still replaced.
+    public var quiesceWhenIdle: Bool = false
     /// The seed of every random choice this node makes.
     public var randomSeed: UInt64 = 0
     /// Test-only: a deliberate bug, to prove that the checks catch it.

@@ -36,11 +36,36 @@ public struct Message: Sendable, Hashable {
         case readIndexResponse(context: UInt64, index: UInt64)
         /// Leader → transfer target: campaign now, skipping pre-vote and the election timeout.
         case timeoutNow
+        /// Leader → follower: "I am alive and idle, and you hold my whole log": stop the election
+        /// timer until any other message arrives (CockroachDB's quiescence).
+        case quiesce(commit: UInt64)
+        /// Follower → leader: send this piece of the snapshot you offered. The runtime streams
+        /// snapshot files with this and `snapshotChunk`; the core neither sends nor accepts them.
+        case snapshotChunkRequest(SnapshotPiece)
+        /// Leader → follower: the bytes of a requested piece, or nil when the leader no longer
+        /// holds that snapshot.
+        case snapshotChunk(SnapshotPiece, data: [UInt8]?)
         /// Follower or learner → leader: data to propose on the sender's behalf (etcd's MsgProp),
         /// with the sender's id for it. A node that cannot propose it answers `proposalDropped`.
         case proposal(id: UInt64, data: [UInt8])
         /// Any node → the sender of a `proposal` it did not take: it will never be in the log.
         case proposalDropped(id: UInt64)
+    }
+
+    /// Where a piece of a snapshot's files starts: which snapshot, which file, which offset.
+    public struct SnapshotPiece: Sendable, Hashable {
+        /// The snapshot's last included index and its term name the snapshot.
+        public var index: UInt64
+        public var term: UInt64
+        public var file: String
+        public var offset: UInt64
+
+        public init(index: UInt64, term: UInt64, file: String, offset: UInt64) {
+            self.index = index
+            self.term = term
+            self.file = file
+            self.offset = offset
+        }
     }
 
     public struct Append: Sendable, Hashable {
@@ -109,6 +134,11 @@ extension Message: CustomStringConvertible {
         case .readIndexRequest(let c): body = "readIndexRequest(\(c))"
         case .readIndexResponse(let c, let i): body = "readIndexResponse(\(c), index: \(i))"
         case .timeoutNow: body = "timeoutNow"
+        case .quiesce(let commit): body = "quiesce(commit: \(commit))"
+        case .snapshotChunkRequest(let piece):
+            body = "snapshotChunkRequest(\(piece.index)/\(piece.term) \(piece.file)@\(piece.offset))"
+        case .snapshotChunk(let piece, let data):
+            body = "snapshotChunk(\(piece.index)/\(piece.term) \(piece.file)@\(piece.offset), \(data.map { "\($0.count) bytes" } ?? "unavailable"))"
         case .proposal(let id, let data): body = "proposal(\(id), \(data.count) bytes)"
         case .proposalDropped(let id): body = "proposalDropped(\(id))"
         }

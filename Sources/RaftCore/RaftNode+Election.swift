@@ -112,6 +112,8 @@ extension RaftNode {
         electionElapsed = 0
         heartbeatElapsed = 0
         ticksSinceLeaderContact = 0
+        isQuiesced = false
+        isLeaderUnreachable = false
         resetRandomizedElectionTimeout()
     }
 
@@ -153,6 +155,7 @@ extension RaftNode {
     mutating func becomePreCandidate() {
         // Pre-vote changes neither term nor vote, so a partitioned node never inflates terms.
         role = .preCandidate(votes: [:])
+        isQuiesced = false
         setLeader(noNode)
         events.append(.roleChanged(.preCandidate, term: term))
     }

@@ -21,8 +21,8 @@ extension RaftNode {
         if heartbeatElapsed >= config.heartbeatTick {
             heartbeatElapsed = 0
             leading { node, state in
-                node.broadcastHeartbeat(&state)
                 node.maybeTransferToHigherPriority(&state)
+                if !node.maybeQuiesce(&state) { node.broadcastHeartbeat(&state) }
             }
         }
     }
@@ -67,7 +67,7 @@ extension RaftNode {
             case .heartbeatResponse(let round):
                 node.markActive(message.from, &state)
                 node.handleHeartbeatResponse(from: message.from, round: round, &state)
-            case .append, .heartbeat, .snapshot:
+            case .append, .heartbeat, .snapshot, .quiesce:
                 // Two leaders in one term would break Raft; never act on it, only report it.
                 node.events.append(.messageDropped(from: message.from, .unexpectedForRole))
             case .voteResponse:
@@ -83,10 +83,28 @@ extension RaftNode {
                 let index = node.log.lastIndex + 1
                 node.log.append([Entry(term: node.term, index: index, payload: .normal(data))])
                 state.hasUnsentProposals = true
-            case .timeoutNow, .readIndexResponse, .readIndexRequest, .voteRequest, .proposalDropped:
+            case .timeoutNow, .readIndexResponse, .readIndexRequest, .voteRequest, .proposalDropped, .snapshotChunkRequest, .snapshotChunk:
                 node.events.append(.messageDropped(from: message.from, .unexpectedForRole))
             }
         }
+    }
+
+    /// Goes quiet when nothing is in flight and every follower holds the whole log, committed and
+    /// applied here: then heartbeats would only say what everyone knows. True when it did.
+    mutating func maybeQuiesce(_ state: inout LeaderState) -> Bool {
+        guard config.quiesceWhenIdle, log.committed == log.lastIndex, log.applied == log.committed,
+              log.term(at: log.committed) == term, !membership.isJoint, state.transferTarget == nil,
+              !state.hasUnsentProposals, !state.needsReadRound, state.activeReadRound == nil,
+              state.queuedReads.isEmpty, state.readsAwaitingTermCommit.isEmpty,
+              state.progress.values.allSatisfy({
+                  $0.match == log.lastIndex && $0.state == .replicate && $0.inflight.isEmpty && $0.isOnline
+              })
+        else { return false }
+        for peer in state.progress.keys.sorted() where peer != id {
+            send(Message(from: id, to: peer, term: term, payload: .quiesce(commit: log.committed)), afterPersist: false)
+        }
+        isQuiesced = true
+        return true
     }
 
     mutating func markActive(_ peer: NodeID, _ state: inout LeaderState) {

@@ -110,7 +110,7 @@ extension RaftNode {
         return RaftStatus(
             id: id, role: role.kind, term: term, leader: leader == noNode ? nil : leader, commit: log.committed,
             applied: log.applied, lastIndex: log.lastIndex, firstIndex: log.firstIndex, membership: membership,
-            followers: followers)
+            followers: followers, isQuiesced: isQuiesced)
     }
 }
 
@@ -134,4 +134,6 @@ public struct RaftStatus: Sendable, Hashable {
     public var firstIndex: UInt64
     public var membership: Membership
     public var followers: [NodeID: Follower]
+    /// Quiet while idle: no election timer, no heartbeats (`RaftConfig.quiesceWhenIdle`).
+    public var isQuiesced: Bool
 }

@@ -8,6 +8,17 @@ extension RaftNode {
             events.append(.messageDropped(from: message.from, .malformed))
             return
         }
+        switch message.payload {
+        case .snapshotChunkRequest, .snapshotChunk:
+            // Snapshot streaming belongs to the runtime.
+            events.append(.messageDropped(from: message.from, .unexpectedForRole))
+            return
+        case .quiesce, .heartbeatResponse:
+            // A late heartbeat answer must not undo the quiet it preceded.
+            break
+        default:
+            wake()
+        }
         if message.term > term {
             if case .voteRequest(let request) = message.payload {
                 if !request.isTransfer && isInLeaderLease { return }
@@ -20,13 +31,13 @@ extension RaftNode {
                 // Our own pre-vote term echoed back: not a newer term.
             } else {
                 switch message.payload {
-                case .append, .heartbeat, .snapshot: becomeFollower(term: message.term, leader: message.from)
+                case .append, .heartbeat, .snapshot, .quiesce: becomeFollower(term: message.term, leader: message.from)
                 default: becomeFollower(term: message.term, leader: noNode)
                 }
             }
         } else if message.term < term {
             switch message.payload {
-            case .append, .heartbeat:
+            case .append, .heartbeat, .quiesce:
                 // Tell a deposed leader the new term, or it would never step down with check-quorum on.
                 if config.checkQuorum || config.preVote {
                     reply(to: message, .appendResponse(.init(index: 0, isRejected: true)))
@@ -59,14 +70,15 @@ extension RaftNode {
         switch message.payload {
         case .voteResponse(let isPreVote, let granted):
             _ = recordVote(from: message.from, granted: granted, isPreVote: isPreVote)
-        case .append, .heartbeat, .snapshot:
+        case .append, .heartbeat, .snapshot, .quiesce:
             becomeFollower(term: message.term, leader: message.from)
             stepFollower(message)
         case .proposal(let id, _):
             reply(to: message, .proposalDropped(id: id))
         case .proposalDropped(let id):
             events.append(.forwardedProposalDropped(id: id))
-        case .readIndexRequest, .readIndexResponse, .timeoutNow, .appendResponse, .heartbeatResponse, .voteRequest:
+        case .readIndexRequest, .readIndexResponse, .timeoutNow, .appendResponse, .heartbeatResponse, .voteRequest,
+             .snapshotChunkRequest, .snapshotChunk:
             events.append(.messageDropped(from: message.from, .unexpectedForRole))
         }
     }
@@ -76,14 +88,24 @@ extension RaftNode {
         case .append(let append):
             electionElapsed = 0
             ticksSinceLeaderContact = 0
+            isLeaderUnreachable = false
             setLeader(message.from)
             handleAppend(message, append)
         case .heartbeat(let commit, let readRound):
             electionElapsed = 0
             ticksSinceLeaderContact = 0
+            isLeaderUnreachable = false
             setLeader(message.from)
             log.commit(to: min(commit, log.lastIndex))
             reply(to: message, .heartbeatResponse(readRound: readRound))
+        case .quiesce(let commit):
+            electionElapsed = 0
+            ticksSinceLeaderContact = 0
+            setLeader(message.from)
+            log.commit(to: min(commit, log.lastIndex))
+            // Only a follower holding exactly the leader's log may go quiet; anything else waits for
+            // its timer, whose campaign wakes the leader.
+            if config.quiesceWhenIdle && log.lastIndex == commit && !isLeaderUnreachable { isQuiesced = true }
         case .snapshot(let snapshot):
             electionElapsed = 0
             ticksSinceLeaderContact = 0
@@ -101,7 +123,8 @@ extension RaftNode {
             reply(to: message, .proposalDropped(id: id))
         case .proposalDropped(let id):
             events.append(.forwardedProposalDropped(id: id))
-        case .readIndexRequest, .appendResponse, .heartbeatResponse, .voteResponse, .voteRequest:
+        case .readIndexRequest, .appendResponse, .heartbeatResponse, .voteResponse, .voteRequest,
+             .snapshotChunkRequest, .snapshotChunk:
             events.append(.messageDropped(from: message.from, .unexpectedForRole))
         }
     }

@@ -25,6 +25,11 @@ public struct RaftNode: Sendable {
     /// SOFAJRaft's target priority: a node campaigns only when its own priority reaches it.
     var targetPriority: ElectionPriority
     var electionTimeoutsBelowTarget = 0
+    /// Quiesced: no election timer, no heartbeats, until something wakes the node (`quiesceWhenIdle`).
+    public internal(set) var isQuiesced = false
+    /// A follower was told its leader is unreachable and has not heard from it since: a `quiesce`
+    /// still on its way from that leader must not put it back to sleep.
+    var isLeaderUnreachable = false
     /// The newest snapshot this node holds, sent to followers whose next entry is compacted away.
     var latestSnapshot: Snapshot?
 
@@ -84,6 +89,11 @@ public struct RaftNode: Sendable {
 
     /// Advances logical time by one tick.
     public mutating func tick() {
+        if isQuiesced {
+            // Only the lease clock moves: a quiesced leader's lease must still run out.
+            leading { _, state in state.leaderTicks += 1 }
+            return
+        }
         switch role {
         case .leader, .leaderCheckedOut: tickLeader()
         case .follower, .preCandidate, .candidate: tickElection()
@@ -122,6 +132,7 @@ public struct RaftNode: Sendable {
     /// a later `Ready`; serve the read once applied up to its index. On a follower or learner the
     /// request goes to the leader.
     public mutating func readIndex(context: UInt64) throws(ProposalError) {
+        wake()
         if case .leader = role {
             leading { node, state in node.handleLeaderRead(PendingRead(context: context, requester: node.id), &state) }
             return
@@ -130,8 +141,11 @@ public struct RaftNode: Sendable {
         send(Message(from: id, to: leader, term: term, payload: .readIndexRequest(context: context)), afterPersist: false)
     }
 
-    /// Tells the leader that `peer` could not be reached; it stops pipelining to it.
+    /// Tells the node that `peer` could not be reached: a leader stops pipelining to it, and a
+    /// quiesced node wakes, so that a follower whose leader died campaigns.
     public mutating func reportUnreachable(_ peer: NodeID) {
+        wake()
+        if peer == leader && role.kind == .follower { isLeaderUnreachable = true }
         leading { node, state in
             guard var progress = state.progress[peer], peer != node.id else { return }
             if progress.state == .replicate {
@@ -170,10 +184,24 @@ public struct RaftNode: Sendable {
     mutating func proposeEntry(_ payload: EntryPayload) throws(ProposalError) -> UInt64 {
         guard case .leader(let state) = role else { throw .notLeader(leaderHint: leader == noNode ? nil : leader) }
         if let target = state.transferTarget { throw .leadershipTransferInProgress(to: target) }
+        wake()
         let index = log.lastIndex + 1
         log.append([Entry(term: term, index: index, payload: payload)])
         leading { _, state in state.hasUnsentProposals = true }
         return index
+    }
+
+    /// Leaves quiescence: timers run again, and a leader heartbeats at once so followers hear it.
+    mutating func wake() {
+        guard isQuiesced else { return }
+        isQuiesced = false
+        electionElapsed = 0
+        heartbeatElapsed = 0
+        leading { node, state in
+            // Nobody was expected to speak while quiet: check-quorum counts afresh from now.
+            for peer in state.progress.keys { state.progress[peer]!.isRecentlyActive = true }
+            node.broadcastHeartbeat(&state)
+        }
     }
 
     mutating func send(_ message: Message, afterPersist: Bool) {

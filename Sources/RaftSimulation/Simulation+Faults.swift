@@ -57,12 +57,18 @@ extension Simulation {
             let from = all[random.below(all.count)], to = all[random.below(all.count)]
             blocked[Int(from.id)][Int(to.id)] = true
             trace("one-way partition: \(from.id) ↛ \(to.id)")
+            reportLostLinks([(from.id, to.id), (to.id, from.id)])
         case 2:
             let side = all.filter { _ in random.chance(1, in: 2) }.map(\.id)
+            var lost: [(NodeID, NodeID)] = []
             for a in all {
-                for b in all where side.contains(a.id) != side.contains(b.id) { blocked[Int(a.id)][Int(b.id)] = true }
+                for b in all where side.contains(a.id) != side.contains(b.id) {
+                    blocked[Int(a.id)][Int(b.id)] = true
+                    lost.append((a.id, b.id))
+                }
             }
             trace("partition: \(side) | rest")
+            reportLostLinks(lost)
         case 3, 4:
             healPartitions()
         case 5:
@@ -99,6 +105,18 @@ extension Simulation {
             blocked[Int(other.id)][Int(node.id)] = true
         }
         trace("partition: node \(node.id) isolated")
+        reportLostLinks(nodes.dropFirst().filter { $0.id != node.id }.flatMap { [($0.id, node.id), (node.id, $0.id)] })
+    }
+
+    /// With quiescence on, each `(node, peer)` link's loss reaches `node` as "peer unreachable" a
+    /// few ticks later: at once for a crash (the socket closes), within an election timeout for a
+    /// silent partition (the transport's keepalive). Without quiescence nothing changes, so those
+    /// seeds replay as before.
+    func reportLostLinks(_ links: [(node: NodeID, peer: NodeID)]) {
+        guard profile.quiescesWhenIdle else { return }
+        for link in links {
+            schedule(after: Self.tickInterval * 3, .unreachable(link.node, peer: link.peer))
+        }
     }
 
     /// True when the most up-to-date log belongs to voters that may never lead.

@@ -27,7 +27,10 @@ public final class Simulation {
     public init(options: SimulationOptions) {
         self.options = options
         var random = DeterministicRandom(seed: options.seed)
-        self.profile = FaultProfile(random: &random)
+        var profile = FaultProfile(random: &random)
+        var quiescence = DeterministicRandom(seed: options.seed ^ 0x51E5_CE0F_1D1E_0001)
+        profile.quiescesWhenIdle = quiescence.chance(1, in: 2)
+        self.profile = profile
         let voterCount = options.voters ?? [3, 3, 5, 5, 7][random.below(5)]
         let learnerCount = random.below(2)
         let spareCount = 1 + random.below(2)
@@ -138,6 +141,16 @@ public final class Simulation {
             schedule(after: Self.tickInterval * UInt64(3 + random.below(30)), .restart(node.id))
         case .operationTimeout(let operationID):
             try timeOut(operationID)
+        case .unreachable(let id, let peer):
+            let node = nodes[Int(id)]
+            guard node.raft != nil else { return }
+            if node.pausedUntil > now {
+                schedule(after: node.pausedUntil + 1 - now, event)
+                return
+            }
+            trace("node \(id) reports \(peer) unreachable")
+            node.raft!.reportUnreachable(peer)
+            try drain(node)
         }
     }
 
@@ -157,6 +170,7 @@ public final class Simulation {
         config.readMode = profile.readMode
         config.randomSeed = options.seed &+ node.incarnation
         config.injectedBug = options.injectedBug
+        config.quiesceWhenIdle = profile.quiescesWhenIdle
         node.incarnation += 1
         node.raft = try! RaftNode(config: config, recovered: node.disk.recoveredState)
         node.stateMachine = RegisterStateMachine(snapshot: node.disk.snapshot)
@@ -173,6 +187,7 @@ public final class Simulation {
         }
         node.pendingOperations = [:]
         trace("crash node \(node.id)")
+        reportLostLinks(nodes.dropFirst().filter { $0.id != node.id }.map { ($0.id, node.id) })
     }
 
     // MARK: - Processing a node's output
@@ -315,6 +330,8 @@ enum SimulationEvent: Sendable {
     case restart(NodeID)
     case crash(NodeID, incarnation: UInt64)
     case operationTimeout(UInt64)
+    /// The transport tells a node that it lost its link to `peer`.
+    case unreachable(NodeID, peer: NodeID)
 }
 
 /// An event with its time; ties break by insertion order so runs are deterministic.

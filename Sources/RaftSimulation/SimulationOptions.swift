@@ -48,6 +48,10 @@ struct FaultProfile: Sendable {
     var crashNewLeaderPercent: Int
     var heartbeatTick: Int
     var readMode: ReadMode
+    /// Idle groups go quiet (`RaftConfig.quiesceWhenIdle`); lost links are then reported to the
+    /// nodes, as the runtime's transport does, since a quiesced follower relies on that to wake.
+    /// Drawn from its own generator, so the other draws of a seed stay what they were.
+    var quiescesWhenIdle = false
 
     init(random: inout DeterministicRandom) {
         dropPercent = [0, 1, 3, 8][random.below(4)]

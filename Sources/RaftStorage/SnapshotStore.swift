@@ -198,6 +198,15 @@ public final class SnapshotStore: Sendable {
         return try load(directory.appending(name))
     }
 
+    /// The complete snapshot at `index` and `term`, from its manifest alone, or nil if the store
+    /// does not hold it. Its files are not read: they were verified when written, and a receiver
+    /// verifies them again, so a leader can serve chunks without rereading the whole snapshot.
+    public func snapshot(index: UInt64, term: UInt64) throws(StorageError) -> StoredSnapshot? {
+        let path = directory.appending("snapshot-" + Self.hex16(index) + "-" + Self.hex16(term))
+        guard FileSystem.fileExists(path.appending(Self.manifestName)) else { return nil }
+        return StoredSnapshot(manifest: try readManifest(path), directory: path)
+    }
+
     /// Every stored snapshot's metadata, oldest first (read from manifests, files not verified).
     public func list() throws(StorageError) -> [SnapshotManifest] {
         var manifests: [SnapshotManifest] = []

@@ -41,6 +41,9 @@ struct OutboundStateMachine<Connection: AnyObject & Sendable>: Sendable {
 
     private(set) var phase: Phase = .idle
     private var queue = CircularBuffer<GroupMessage>()
+    /// Snapshot chunks: a lane of their own, one chunk per write, behind everything in `queue`, so
+    /// a snapshot stream never holds up heartbeats by more than one chunk on the wire.
+    private var bulk = CircularBuffer<GroupMessage>()
     private var isFlushScheduled = false
     /// False while the socket's send buffer is above its high-water mark: messages then wait in the
     /// bounded queue here rather than piling up, unbounded, in the channel.
@@ -53,14 +56,21 @@ struct OutboundStateMachine<Connection: AnyObject & Sendable>: Sendable {
         self.backoff = backoff
     }
 
-    var queuedCount: Int { queue.count }
+    var queuedCount: Int { queue.count + bulk.count }
+
+    /// Snapshot chunks wait: the shell flushes again after a write until the lane is empty.
+    var hasQueuedBulk: Bool { !bulk.isEmpty }
 
     /// Queues a message; the returned count is how many messages were dropped to stay in bounds.
     mutating func enqueue(_ message: GroupMessage) -> (action: EnqueueAction, dropped: Int) {
         if case .shutDown = phase { return (.none, 1) }
-        queue.append(message)
+        if case .snapshotChunk = message.message.payload {
+            bulk.append(message)
+        } else {
+            queue.append(message)
+        }
         var dropped = 0
-        if queue.count > maximumQueuedMessages {
+        if queuedCount > maximumQueuedMessages {
             dropOne()
             dropped = 1
         }
@@ -80,10 +90,17 @@ struct OutboundStateMachine<Connection: AnyObject & Sendable>: Sendable {
 
     /// Drops the oldest replication traffic first: Raft resends appends and heartbeats on its own,
     /// while a lost vote or read-index message costs an election or a read round.
+    /// Snapshot chunks go first of all: the receiver asks for a lost one again.
     private mutating func dropOne() {
+        if !bulk.isEmpty {
+            bulk.removeFirst()
+            return
+        }
         let isReplication: (GroupMessage) -> Bool = {
             switch $0.message.payload {
-            case .append, .appendResponse, .heartbeat, .heartbeatResponse, .snapshot: return true
+            case .append, .appendResponse, .heartbeat, .heartbeatResponse, .snapshot, .quiesce, .snapshotChunkRequest,
+                 .snapshotChunk:
+                return true
             case .voteRequest, .voteResponse, .readIndexRequest, .readIndexResponse, .timeoutNow, .proposal, .proposalDropped: return false
             }
         }
@@ -99,8 +116,9 @@ struct OutboundStateMachine<Connection: AnyObject & Sendable>: Sendable {
         phase = .connected(connection)
         isFlushScheduled = false
         isWritable = true
-        let pending = Array(queue)
+        var pending = Array(queue)
         queue.removeAll(keepingCapacity: true)
+        if let chunk = bulk.popFirst() { pending.append(chunk) }
         return .handshake(connection, then: pending)
     }
 
@@ -117,9 +135,10 @@ struct OutboundStateMachine<Connection: AnyObject & Sendable>: Sendable {
     }
 
     private mutating func takeQueue() -> FlushAction {
-        guard case .connected(let connection) = phase, isWritable, !queue.isEmpty else { return .none }
-        let pending = Array(queue)
+        guard case .connected(let connection) = phase, isWritable, !queue.isEmpty || !bulk.isEmpty else { return .none }
+        var pending = Array(queue)
         queue.removeAll(keepingCapacity: true)
+        if let chunk = bulk.popFirst() { pending.append(chunk) }
         return .write(connection, pending)
     }
 
@@ -137,8 +156,9 @@ struct OutboundStateMachine<Connection: AnyObject & Sendable>: Sendable {
         phase = .backingOff(attempt: attempt + 1)
         isFlushScheduled = false
         // A queue kept for an unreachable peer would only deliver stale messages later.
-        let dropped = queue.count
+        let dropped = queuedCount
         queue.removeAll(keepingCapacity: true)
+        bulk.removeAll(keepingCapacity: true)
         return .reportUnreachable(retryAfter: backoff.delay(attempt: attempt), dropped: dropped)
     }
 
@@ -154,6 +174,7 @@ struct OutboundStateMachine<Connection: AnyObject & Sendable>: Sendable {
         defer {
             phase = .shutDown
             queue.removeAll()
+            bulk.removeAll()
         }
         if case .connected(let connection) = phase { return connection }
         return nil

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -127,9 +130,15 @@ public final class TCPTransport: Sendable {
     }
 
     private func connect(_ peer: Peer) {
+        // Keepalive probes an idle connection, so that a peer cut off without a FIN or RST (a silent
+        // partition) is still reported unreachable: quiet Raft groups send nothing else that would fail.
         ClientBootstrap(group: peer.eventLoop)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.socketOption(.so_keepalive), value: 1)
+            .channelOption(ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: TCP_KEEPIDLE)), value: 2)
+            .channelOption(ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: TCP_KEEPINTVL)), value: 1)
+            .channelOption(ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: TCP_KEEPCNT)), value: 3)
             .connect(to: peer.address)
             .whenComplete { result in
                 switch result {
@@ -183,6 +192,11 @@ public final class TCPTransport: Sendable {
             channel.write(channel.allocator.buffer(bytes: frame), promise: nil)
         }
         channel.flush()
+        // The next snapshot chunk leaves on a later turn, once this one is on its way and if the
+        // socket still takes more; heartbeats queued meanwhile go ahead of it.
+        if peer.machine.withLockedValue({ $0.hasQueuedBulk }) {
+            channel.eventLoop.execute { self.flush(peer) }
+        }
         if !oversized.isEmpty {
             logger.warning(
                 "dropped messages larger than the maximum frame size",

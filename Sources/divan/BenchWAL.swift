@@ -36,7 +36,7 @@ struct BenchWAL: AsyncParsableCommand {
             try await recovery(root.appending("recovery"))
             return
         }
-        let raw = try rawSyncRate(root.appending("raw"))
+        let raw = try rawSyncRate(root.appending("raw"), seconds: seconds)
         print("raw 4 KiB append+fdatasync: \(fixed(raw.rate)) syncs/s, p50 \(fixed(raw.p50)) µs, p99 \(fixed(raw.p99)) µs")
         print("")
         print("| measurement | entries/s | fsyncs/s | p50 µs | p99 µs | entries/s ÷ raw syncs/s |")
@@ -60,47 +60,6 @@ struct BenchWAL: AsyncParsableCommand {
 
     private func row(_ name: String, _ entries: Double, _ syncs: Double, _ p50: Double, _ p99: Double, _ raw: Double) -> String {
         "| \(name) | \(fixed(entries)) | \(fixed(syncs)) | \(fixed(p50)) | \(fixed(p99)) | \(fixed(entries / raw, digits: 2)) |"
-    }
-
-    /// `value` rounded to `digits` decimals (Foundation's String(format:) is not used in this target).
-    private func fixed(_ value: Double, digits: Int = 0) -> String {
-        guard value.isFinite else { return "\(value)" }
-        var scale = 1.0
-        for _ in 0..<digits { scale *= 10 }
-        let scaled = Int((value * scale).rounded())
-        if digits == 0 { return "\(scaled)" }
-        let sign = scaled < 0 ? "-" : ""
-        let magnitude = abs(scaled)
-        let fraction = String(magnitude % Int(scale))
-        return sign + "\(magnitude / Int(scale))." + String(repeating: "0", count: digits - fraction.count) + fraction
-    }
-
-    private struct Latencies {
-        var rate: Double
-        var p50: Double
-        var p99: Double
-    }
-
-    /// Appends 4 KiB and fdatasyncs, one after the other, to a growing file: the disk's own limit.
-    private func rawSyncRate(_ path: FilePath) throws -> Latencies {
-        let fd = try FileDescriptor.open(path, .writeOnly, options: [.create, .truncate, .append], permissions: .ownerReadWrite)
-        defer { try? fd.close() }
-        let block = [UInt8](repeating: 0xA5, count: 4096)
-        var histogram = Histogram<UInt64>(highestTrackableValue: 10_000_000_000, numberOfSignificantValueDigits: .three)
-        let clock = ContinuousClock()
-        let start = clock.now
-        var count = 0
-        while clock.now - start < .seconds(seconds) {
-            let begin = clock.now
-            _ = try block.withUnsafeBytes { try fd.writeAll($0) }
-            guard fdatasync(fd.rawValue) == 0 else { throw Errno(rawValue: errno) }
-            _ = histogram.record(nanoseconds(clock.now - begin))
-            count += 1
-        }
-        let elapsed = seconds(clock.now - start)
-        return Latencies(
-            rate: Double(count) / elapsed, p50: Double(histogram.valueAtPercentile(50)) / 1000,
-            p99: Double(histogram.valueAtPercentile(99)) / 1000)
     }
 
     private struct GroupCommitResult {
@@ -242,9 +201,6 @@ struct BenchWAL: AsyncParsableCommand {
         let (seconds, attoseconds) = duration.components
         return Double(seconds) + Double(attoseconds) / 1e18
     }
-
-    private func nanoseconds(_ duration: Duration) -> UInt64 { Self.nanoseconds(duration) }
-    private func seconds(_ duration: Duration) -> Double { Self.seconds(duration) }
 }
 
 /// The next index of each group, shared by the benchmark's writers.

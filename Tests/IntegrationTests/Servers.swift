@@ -49,7 +49,7 @@ final class Servers {
             "--data-dir", "\(directory)/node-\(id)", "--election-timeout-ms", "500", "--log-level", "warning",
         ] + arguments + (joining ? ["--join"] : founders)
         let logPath = "\(directory)/node-\(id).log"
-        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
         process.standardOutput = FileHandle.nullDevice
@@ -176,7 +176,7 @@ final class ClientProgram {
         outputPath = base + ".out"
         errorPath = base + ".err"
         try input.write(toFile: base + ".in", atomically: false, encoding: .utf8)
-        for path in [outputPath, errorPath] { FileManager.default.createFile(atPath: path, contents: nil) }
+        for path in [outputPath, errorPath] { _ = FileManager.default.createFile(atPath: path, contents: nil) }
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: base + ".in"))

@@ -72,6 +72,10 @@ import Testing
         Message(from: 2, to: 1, term: 5, payload: .readIndexRequest(context: 42)),
         Message(from: 1, to: 2, term: 5, payload: .readIndexResponse(context: 42, index: 10)),
         Message(from: 1, to: 2, term: 5, payload: .timeoutNow),
+        Message(from: 1, to: 2, term: 5, payload: .quiesce(commit: 9)),
+        Message(from: 2, to: 1, term: 5, payload: .snapshotChunkRequest(.init(index: 9, term: 4, file: "state", offset: 7))),
+        Message(from: 1, to: 2, term: 5, payload: .snapshotChunk(.init(index: 9, term: 4, file: "state", offset: 7), data: [1, 2, 3])),
+        Message(from: 1, to: 2, term: 5, payload: .snapshotChunk(.init(index: 9, term: 4, file: "state", offset: 7), data: nil)),
     ]
 
     @Test(arguments: messages) func messageRoundTripsAndEveryTruncationThrows(message: Message) throws {

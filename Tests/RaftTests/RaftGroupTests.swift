@@ -85,11 +85,14 @@ final class LocalCluster: @unchecked Sendable {
         try await group.start(ticker: ticker)
     }
 
+    /// Stops a node; the others hear that it is unreachable, as the TCP transport tells them when
+    /// a peer's connection closes (a quiesced group relies on that to elect a new leader).
     func stop(_ id: NodeID) async {
         network.members.withLock { $0[.init(group: 1, node: id)] = nil }
         await groups[id]?.stop()
         groups[id] = nil
         logs[id] = nil
+        for group in groups.values { await group.reportUnreachable(id) }
     }
 
     /// Waits until exactly one running node leads, and returns it.

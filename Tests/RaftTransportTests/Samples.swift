@@ -23,6 +23,10 @@ enum Samples {
         .readIndexRequest(context: 77),
         .readIndexResponse(context: 77, index: 120),
         .timeoutNow,
+        .quiesce(commit: 120),
+        .snapshotChunkRequest(Message.SnapshotPiece(index: 100, term: 4, file: "state", offset: 1 << 20)),
+        .snapshotChunk(Message.SnapshotPiece(index: 100, term: 4, file: "state", offset: 0), data: Array(repeating: 0x5A, count: 500)),
+        .snapshotChunk(Message.SnapshotPiece(index: 100, term: 4, file: "state", offset: 0), data: nil),
     ]
 
     static func message(_ payload: Message.Payload, from: NodeID = 1, to: NodeID = 2, term: UInt64 = 3) -> Message {

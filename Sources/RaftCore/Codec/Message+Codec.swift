@@ -48,12 +48,23 @@ extension Message: BinaryCodable {
             writer.writeVarint(index)
         case .timeoutNow:
             writer.write(UInt8(9))
-        case .proposal(let id, let data):
+        case .quiesce(let commit):
             writer.write(UInt8(10))
+            writer.writeVarint(commit)
+        case .snapshotChunkRequest(let piece):
+            writer.write(UInt8(11))
+            piece.encode(to: &writer)
+        case .snapshotChunk(let piece, let data):
+            writer.write(UInt8(12))
+            piece.encode(to: &writer)
+            writer.write(data != nil)
+            if let data { writer.writeLengthPrefixed(data) }
+        case .proposal(let id, let data):
+            writer.write(UInt8(13))
             writer.writeVarint(id)
             writer.writeLengthPrefixed(data)
         case .proposalDropped(let id):
-            writer.write(UInt8(11))
+            writer.write(UInt8(14))
             writer.writeVarint(id)
         }
     }
@@ -104,13 +115,37 @@ extension Message: BinaryCodable {
         case 9:
             payload = .timeoutNow
         case 10:
+            payload = .quiesce(commit: try reader.readVarint("quiesce commit"))
+        case 11:
+            payload = .snapshotChunkRequest(try SnapshotPiece(from: &reader))
+        case 12:
+            let piece = try SnapshotPiece(from: &reader)
+            let isAvailable = try reader.readBool("snapshot availability flag")
+            payload = .snapshotChunk(piece, data: isAvailable ? try reader.readLengthPrefixed("snapshot chunk") : nil)
+        case 13:
             let id = try reader.readVarint("proposal id")
             payload = .proposal(id: id, data: try reader.readLengthPrefixed("forwarded proposal"))
-        case 11:
+        case 14:
             payload = .proposalDropped(id: try reader.readVarint("proposal id"))
         case let tag:
-            throw CodecError(offset: tagOffset, expected: "message payload tag 0 to 11, found \(tag)")
+            throw CodecError(offset: tagOffset, expected: "message payload tag 0 to 14, found \(tag)")
         }
         self.init(from: from, to: to, term: term, payload: payload)
+    }
+}
+
+extension Message.SnapshotPiece: BinaryCodable {
+    public func encode(to writer: inout ByteWriter) {
+        writer.writeVarint(index)
+        writer.writeVarint(term)
+        writer.writeLengthPrefixed(Array(file.utf8))
+        writer.writeVarint(offset)
+    }
+
+    public init(from reader: inout ByteReader) throws(CodecError) {
+        let index = try reader.readVarint("snapshot index")
+        let term = try reader.readVarint("snapshot term")
+        let file = String(decoding: try reader.readLengthPrefixed("snapshot file name"), as: UTF8.self)
+        self.init(index: index, term: term, file: file, offset: try reader.readVarint("snapshot file offset"))
     }
 }
