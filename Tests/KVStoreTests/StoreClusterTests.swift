@@ -71,6 +71,10 @@ final class StoreCluster: @unchecked Sendable {
     /// Stops a store; its engine stays, as a disk would.
     func stop(_ id: NodeID) async {
         network.stores.withLock { $0[id] = nil }
+        // What the TCP transport does when a peer's connection drops: quiet groups wake and elect.
+        for (other, store) in stores where other != id {
+            for group in store.groups { await group.reportUnreachable(id) }
+        }
         await stores[id]?.stop()
         logs[id]?.close()
         stores[id] = nil
