@@ -49,8 +49,19 @@ let package = Package(
             ]
         ),
         .target(
+            name: "HotUpgrade",
+            dependencies: [
+                "Checksum",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
             name: "Mesh",
             dependencies: [
+                "HotUpgrade",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -98,6 +109,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 "Mesh",
+                "HotUpgrade",
                 "DivanServer",
                 "Raft",
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -126,6 +138,17 @@ let package = Package(
             ]
         ),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "RaftCore", "Checksum"]),
+        .testTarget(
+            name: "HotUpgradeTests",
+            dependencies: [
+                "HotUpgrade",
+                "Mesh",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["Fixtures"]
+        ),
         .testTarget(
             name: "MeshTests",
             dependencies: [
