@@ -111,6 +111,7 @@ let package = Package(
                 "Mesh",
                 "HotUpgrade",
                 "DivanServer",
+                .product(name: "SystemPackage", package: "swift-system"),
                 "Raft",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
