@@ -216,7 +216,7 @@ public final class MeshProxy: Sendable {
             case .http2: try Self.configureHTTP2(channel, listener: listener)
             }
         }
-        try channel.pipeline.syncOperations.addHandler(sniffer)
+        try channel.pipeline.syncOperations.addHandlers(HandoverGate(), sniffer)
         connections.add(channel, listener: listener.config.name, kind: .http)
         listener.metrics?.connectionsTotal.increment()
         listener.metrics?.activeConnections.increment()
