@@ -59,6 +59,7 @@ public final class MeshProxy: Sendable {
             let address = try SocketAddress.makeAddressResolvingHost(admin.host, port: admin.port)
             let channel = try await AdminServer.bind(proxy: self, group: group, address: address)
             state.withLockedValue { $0.adminChannel = channel }
+            logger.notice("listening", metadata: ["listener": "\(Self.adminListenerName)", "address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
         }
         startHealthChecks()
         state.withLockedValue { $0.isReady = true }

@@ -210,10 +210,21 @@ func spawn(_ executable: String, arguments: [String]) throws -> Int32 {
     posix_spawnattr_setsigdefault(&attributes, &all)
     posix_spawnattr_setsigmask(&attributes, &none)
     posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+    // SwiftNIO's sockets are not close-on-exec: without this the new process would hold a copy of every client
+    // and upstream connection, and their closes would never reach the peer.
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    // glibc ≥ 2.34 has it, but Swift's Glibc module does not declare it (it needs _GNU_SOURCE).
+    typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, CInt) -> CInt
+    guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else {
+        throw ValidationError("posix_spawn_file_actions_addclosefrom_np is missing (glibc 2.34 or later is needed)")
+    }
+    _ = unsafeBitCast(symbol, to: CloseFrom.self)(&actions, 3)
     let argv = ([executable] + arguments).map { strdup($0) } + [nil]
     defer { for pointer in argv { free(pointer) } }
     var pid: pid_t = 0
-    let result = posix_spawn(&pid, executable, nil, &attributes, argv, environ)
+    let result = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
     guard result == 0 else { throw ValidationError("posix_spawn \(executable): \(String(cString: strerror(result)))") }
     return pid
 }
