@@ -82,6 +82,15 @@ final class ConnectionRegistry: Sendable {
         return busy
     }
 
+    /// Forgets every mark (a handover was called off) and returns the connections that had one.
+    func unmarkAll() -> [Entry] {
+        let current = entries.withLockedValue { $0 }
+        return marked.withLockedValue { marked in
+            defer { marked = [] }
+            return marked.compactMap { current[$0] }
+        }
+    }
+
     func closeAll() async {
         for entry in all {
             try? await entry.channel.close()

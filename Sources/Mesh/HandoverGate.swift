@@ -58,6 +58,12 @@ final class HandoverGate: ChannelDuplexHandler, RemovableChannelHandler {
         if bytesSinceSafePoint == 0 { freeze() }
     }
 
+    /// The handover was called off: go on as before.
+    func unmark() {
+        isMarked = false
+        thaw()
+    }
+
     /// The proxy wrote the end of a response and expects the next request: a safe point if the decoder is empty.
     func responseEnded() {
         bytesSinceSafePoint = 0

@@ -57,6 +57,17 @@ extension MeshProxy: HandoverDonor, HandoverRecipient {
     }
 
     public func resumeAccepting(_ listeners: [HandoverListener]) async throws {
+        // Connections asked to stop for the handover that failed go on here.
+        for entry in connections.unmarkAll() {
+            let channel = entry.channel
+            let kind = entry.kind
+            channel.eventLoop.execute {
+                switch kind {
+                case .http: (try? channel.pipeline.syncOperations.handler(type: HandoverGate.self))?.unmark()
+                case .tcp: (try? channel.pipeline.syncOperations.handler(type: TunnelHandler.self))?.tunnel.thaw()
+                }
+            }
+        }
         for listener in listeners {
             try await adoptListener(listener)
         }
