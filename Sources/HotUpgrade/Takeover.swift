@@ -94,21 +94,33 @@ public enum Takeover {
                 logger.error("takeover: aborting", metadata: ["reason": "\(reason)"])
                 try? await blocking { try socket.send(.abort(reason: reason)) }
             case .adoptConnections:
-                var adopted = 0
-                for connection in batch {
-                    do {
-                        try await recipient.adopt(connection)
-                        moved += 1
-                        bytes += connection.bufferedBytes
-                    } catch {
-                        // The old process has closed its side: the connection ends here rather than hang.
-                        logger.error("takeover: cannot adopt a connection", metadata: ["id": "\(connection.id)", "error": "\(error)"])
-                        closeDescriptors([connection])
+                // All at once: each adoption waits for event loops that are busy serving, so one at a time is slow.
+                let failures = await withTaskGroup(of: (HandoverConnection, String?).self) { group in
+                    for connection in batch {
+                        group.addTask {
+                            do {
+                                try await recipient.adopt(connection)
+                                return (connection, nil)
+                            } catch {
+                                return (connection, "\(error)")
+                            }
+                        }
                     }
-                    adopted += 1
+                    var failures: [(HandoverConnection, String)] = []
+                    for await (connection, error) in group {
+                        if let error { failures.append((connection, error)) }
+                    }
+                    return failures
                 }
+                for (connection, error) in failures {
+                    // The old process has closed its side: the connection ends here rather than hang.
+                    logger.error("takeover: cannot adopt a connection", metadata: ["id": "\(connection.id)", "error": "\(error)"])
+                    closeDescriptors([connection])
+                }
+                moved += batch.count - failures.count
+                bytes += batch.reduce(0) { $0 + $1.bufferedBytes }
+                pending += machine.handle(.connectionsAdopted(batch.count))
                 batch = []
-                pending += machine.handle(.connectionsAdopted(adopted))
             case .sendAdopted(let count):
                 do {
                     try await blocking { try socket.send(.adopted(count: UInt32(count))) }

@@ -110,10 +110,17 @@ public final class UpgradeServer: Sendable {
         while true {
             let (ended, outcome, active) = state.withLockedValue { ($0.sessionsEnded > before, $0.lastOutcome, $0.sessionActive) }
             if ended {
-                if outcome == .moved { return .success(pid) }
-                kill(pid, SIGKILL)
-                await reap(pid)
-                return .failure(.peerAborted("handover \(outcome?.rawValue ?? "failed")"))
+                switch outcome {
+                case .moved:
+                    return .success(pid)
+                case .resumed:
+                    // Past the commit point the new process may hold connections: it is left to serve them.
+                    return .failure(.peerAborted("handover failed after the commit point; pid \(pid) keeps what it adopted"))
+                case .rolledBack, nil:
+                    kill(pid, SIGKILL)
+                    await reap(pid)
+                    return .failure(.peerAborted("handover rolled back"))
+                }
             }
             var status: Int32 = 0
             if !active && waitpid(pid, &status, WNOHANG) == pid {

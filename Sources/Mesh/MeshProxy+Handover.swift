@@ -97,17 +97,20 @@ extension MeshProxy: HandoverDonor, HandoverRecipient {
         }
         guard !marked.isEmpty else { return [] }
         let table = SocketDescriptors.scan()
-        var captured: [HandoverConnection] = []
-        for entry in marked {
+        // All at once: the event loops are busy serving, and one hop per connection in turn adds up.
+        let attempts = marked.map { entry in
             let channel = entry.channel
             let id = UInt64(UInt(bitPattern: ObjectIdentifier(channel).hashValue))
-            let result = try? await channel.eventLoop.submit { () -> HandoverConnection? in
+            return channel.eventLoop.submit { () -> HandoverConnection? in
                 switch entry.kind {
                 case .http: Self.captureHTTP(channel, id: id, listener: entry.listener, table: table)
                 case .tcp: Self.captureTunnel(channel, id: id, listener: entry.listener, table: table)
                 }
-            }.get()
-            if let connection = result ?? nil { captured.append(connection) }
+            }
+        }
+        var captured: [HandoverConnection] = []
+        for attempt in attempts {
+            if let connection = (try? await attempt.get()) ?? nil { captured.append(connection) }
         }
         return captured
     }

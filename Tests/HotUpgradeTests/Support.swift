@@ -139,7 +139,8 @@ final class MeshChain: @unchecked Sendable {
     func upgrade() async throws -> Int32 {
         let result = try await run([divanBinary, "mesh", "upgrade", "--socket", socketPath], in: scratch)
         guard result.status == 0, let line = result.stdout.split(separator: "\n").last, line.hasPrefix("pid "), let pid = Int32(line.dropFirst(4)) else {
-            throw TestFailure("upgrade failed (\(result.status)): \(result.stdout) \(result.stderr)")
+            let problems = log.split(separator: "\n").filter { $0.contains(" warning ") || $0.contains(" error ") || $0.contains(" critical ") }
+            throw TestFailure("upgrade failed (\(result.status)): \(result.stdout) \(result.stderr)\n\(problems.suffix(10).joined(separator: "\n"))")
         }
         adopt(pid)
         return pid
