@@ -18,7 +18,7 @@ public struct HandoverOptions: Sendable {
     public var drainTimeout: Duration
 
     public init(
-        window: Duration = .seconds(1), tick: Duration = .milliseconds(20), stepTimeout: Duration = .seconds(10),
+        window: Duration = .seconds(1), tick: Duration = .milliseconds(20), stepTimeout: Duration = .seconds(30),
         drainTimeout: Duration = .seconds(30)
     ) {
         self.window = window

@@ -21,7 +21,7 @@ struct TestFailure: Error, CustomStringConvertible {
 }
 
 /// Waits until `condition` holds, polling, or throws once `timeout` has passed.
-func waitUntil(_ what: String, timeout: Duration = .seconds(15), _ condition: () async throws -> Bool) async throws {
+func waitUntil(_ what: String, timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
     while try await !condition() {
         guard ContinuousClock.now < deadline else { throw TestFailure("timed out waiting for \(what)") }
@@ -53,7 +53,7 @@ final class Child: @unchecked Sendable {
         _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
         // Niced: these tests load both cores for a while, and the suites running beside them have time limits.
         process.executableURL = URL(fileURLWithPath: "/usr/bin/nice")
-        process.arguments = ["-n", "15", "/usr/bin/env"] + arguments
+        process.arguments = ["-n", "5", "/usr/bin/env"] + arguments
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: stdoutPath))
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
         try process.run()

@@ -277,4 +277,31 @@ import Testing
         #expect(chain.allPids.count == 1 && chain.isAlive(chain.first.pid))
         #expect(try await admin(try #require(chain.port("@admin")), "/ready") == "ready\n")
     }
+
+    /// HTTP/2 connections do not move (their HPACK tables and stream states stay in the old process): at the commit
+    /// point they get GOAWAY, their open streams finish, and new connections reach the new process.
+    @Test func http2ConnectionsGetGoAwayAndFinishTheirStreams() async throws {
+        let scratch = try Scratch()
+        let (upstream, upstreamPort) = try await startFixtureServer(
+            [fixtures.appendingPathComponent("upstream.py").path, "PORT_FILE"], in: scratch, name: "upstream")
+        defer { upstream.stop() }
+        let chain = try await MeshChain(config: Self.config(httpUpstream: upstreamPort), scratch: scratch)
+        defer { chain.stop() }
+        let port = try #require(chain.port("web"))
+        let ready = scratch.path("h2.ready")
+        let client = try Child(["python3", fixtures.appendingPathComponent("h2_goaway.py").path, "\(port)", ready], in: scratch, name: "h2")
+        defer { client.stop() }
+        try await waitUntil("an HTTP/2 response") { FileManager.default.fileExists(atPath: ready) }
+        let old = chain.first.pid
+        _ = try await chain.upgrade()
+        #expect(try await client.finish() == 0, "\(client.stderr)")
+        let result = try #require(JSONSerialization.jsonObject(with: Data(client.stdout.utf8)) as? [String: Any])
+        #expect(result["goaway"] as? Bool == true, "\(result)")
+        #expect(result["error_code"] as? Int == 0, "\(result)")
+        #expect(result["reset"] == nil, "no stream was reset: \(result)")
+        #expect(result["after"] as? Int == result["open_at_goaway"] as? Int, "the streams open at GOAWAY finished: \(result)")
+        try await waitUntil("the old process to exit") { !chain.isAlive(old) }
+        let fresh = try await run(["curl", "-s", "--http2-prior-knowledge", "http://127.0.0.1:\(port)/after"], in: scratch)
+        #expect(fresh.stdout == "ok /after\n", "\(fresh)")
+    }
 }
