@@ -51,8 +51,10 @@ public enum HandoverMessage: Sendable, Equatable {
     case refuse(reason: String)
     /// Old → new: one listening socket per name, in order.
     case listeners(names: [String], descriptors: [CInt])
-    /// New → old: accepting on every listener. The commit point.
+    /// New → old: holds every listener and is ready to accept on them. The commit point.
     case ready
+    /// Old → new: the old process stopped accepting; the new one starts.
+    case stoppedAccepting
     /// New → old: cannot go on; the old process keeps everything.
     case abort(reason: String)
     /// Old → new: a batch of connections.
@@ -143,6 +145,8 @@ public enum HandoverFrame {
             payload.byte(9)
         case .upgradeRequest:
             payload.byte(10)
+        case .stoppedAccepting:
+            payload.byte(12)
         case .upgradeResult(let pid, let succeeded, let text):
             payload.byte(11); payload.u32(UInt32(bitPattern: pid)); payload.byte(succeeded ? 1 : 0); payload.string(text)
         }
@@ -215,6 +219,7 @@ public enum HandoverFrame {
         case 8: message = .adopted(count: try reader.u32())
         case 9: message = .done
         case 10: message = .upgradeRequest
+        case 12: message = .stoppedAccepting
         case 11:
             message = .upgradeResult(
                 pid: Int32(bitPattern: try reader.u32()), succeeded: try reader.byte() != 0, message: try reader.string())

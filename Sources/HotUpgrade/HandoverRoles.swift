@@ -66,7 +66,10 @@ public protocol HandoverDonor: Sendable {
 public protocol HandoverRecipient: Sendable {
     /// The listener names of this process's config.
     var listenerNames: Set<String> { get }
+    /// Takes a listening socket without accepting on it yet.
     func adoptListener(_ listener: HandoverListener) async throws
+    /// Starts accepting on every adopted listener.
+    func startAccepting() async
     /// Serves a connection received from the old process; on success the proxy owns its descriptors.
     func adopt(_ connection: HandoverConnection) async throws
     func record(_ report: HandoverReport)

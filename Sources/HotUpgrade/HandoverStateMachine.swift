@@ -75,6 +75,8 @@ public struct HandoverStateMachine: Sendable, Equatable {
         case sendListeners
         /// The commit point: stop accepting (keep the listener copies until the end).
         case stopAccepting
+        /// Tell the new process it is the only one accepting now (it waited, so that no accept races ours).
+        case sendStoppedAccepting
         /// Start capturing connections in batches spread over the window.
         case startMoving
         case resumeAccepting
@@ -107,7 +109,7 @@ public struct HandoverStateMachine: Sendable, Equatable {
             return [.sendWelcome, .sendListeners]
         case (.waitingForReady, .ready):
             state = .moving(inFlight: 0)
-            return [.stopAccepting, .startMoving]
+            return [.stopAccepting, .sendStoppedAccepting, .startMoving]
         case (.moving(let inFlight), .batchSent(let count)):
             state = .moving(inFlight: inFlight + count)
             return []
@@ -159,8 +161,8 @@ public struct TakeoverStateMachine: Sendable, Equatable {
         case waitingForWelcome
         case waitingForListeners
         case adoptingListeners
-        /// Committed: accepting, and adopting connections as they come.
-        case receiving
+        /// Committed: adopting connections as they come; accepting once the old process has stopped.
+        case receiving(isAccepting: Bool)
         /// Serving everything; the old process is done or gone.
         case finished
         /// Gave up before the commit point; the process should exit.
@@ -174,6 +176,8 @@ public struct TakeoverStateMachine: Sendable, Equatable {
         case listeners([String])
         case listenersAdopted
         case listenersFailed(String)
+        /// The old process no longer accepts.
+        case stoppedAccepting
         case connections(Int)
         case connectionsAdopted(Int)
         case done
@@ -182,7 +186,9 @@ public struct TakeoverStateMachine: Sendable, Equatable {
 
     /// What the shell must do, in order.
     public enum Action: Sendable, Equatable {
+        /// Take the listeners without accepting on them yet: two processes accepting from one queue race each other.
         case adoptListeners
+        case startAccepting
         case sendReady
         case sendAbort(String)
         case adoptConnections
@@ -216,18 +222,21 @@ public struct TakeoverStateMachine: Sendable, Equatable {
             state = .adoptingListeners
             return [.adoptListeners]
         case (.adoptingListeners, .listenersAdopted):
-            state = .receiving
+            state = .receiving(isAccepting: false)
             return [.sendReady]
         case (.adoptingListeners, .listenersFailed(let reason)):
             state = .failed(.peerAborted(reason))
             return [.sendAbort(reason), .close]
+        case (.receiving(isAccepting: false), .stoppedAccepting):
+            state = .receiving(isAccepting: true)
+            return [.startAccepting]
         case (.receiving, .connections):
             return [.adoptConnections]
         case (.receiving, .connectionsAdopted(let count)):
             return [.sendAdopted(count)]
-        case (.receiving, .done):
+        case (.receiving(let isAccepting), .done):
             state = .finished
-            return [.close]
+            return isAccepting ? [.close] : [.startAccepting, .close]
         case (_, .failed(let failure)):
             return fail(failure)
         default:
@@ -239,10 +248,10 @@ public struct TakeoverStateMachine: Sendable, Equatable {
         switch state {
         case .finished, .failed:
             return []
-        case .receiving:
+        case .receiving(let isAccepting):
             // The old process died (or broke the protocol) after the commit point: what arrived is ours.
             state = .finished
-            return [.close]
+            return isAccepting ? [.close] : [.startAccepting, .close]
         case .waitingForWelcome, .waitingForListeners, .adoptingListeners:
             state = .failed(failure)
             return [.close]

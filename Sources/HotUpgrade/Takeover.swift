@@ -56,6 +56,7 @@ public enum Takeover {
                     batch = connections
                     return .connections(connections.count)
                 case .done: return .done
+                case .stoppedAccepting: return .stoppedAccepting
                 case let other: return .failed(.protocolViolation("unexpected \(other)"))
                 }
             } catch {
@@ -79,11 +80,14 @@ public enum Takeover {
             case .adoptListeners:
                 do {
                     for listener in received { try await recipient.adoptListener(listener) }
-                    logger.notice("takeover: accepting on the old process's listeners", metadata: ["count": "\(received.count)"])
+                    logger.notice("takeover: holding the old process's listeners", metadata: ["count": "\(received.count)"])
                     pending += machine.handle(.listenersAdopted)
                 } catch {
                     pending += machine.handle(.listenersFailed("\(error)"))
                 }
+            case .startAccepting:
+                await recipient.startAccepting()
+                logger.notice("takeover: accepting")
             case .sendReady:
                 do {
                     try await blocking { try socket.send(.ready) }

@@ -227,6 +227,8 @@ public final class UpgradeServer: Sendable {
                 case .stopAccepting:
                     await donor.stopAccepting()
                     logger.notice("handover: committed; stopped accepting")
+                case .sendStoppedAccepting:
+                    try await blocking { try socket.send(.stoppedAccepting) }
                 case .startMoving:
                     event = await moveConnections(socket, machine: &machine, unacknowledged: &unacknowledged, moved: &moved, bytes: &bytes, logger: logger)
                 case .resumeAccepting:

@@ -9,8 +9,8 @@ enum AdminServer {
     }
 
     /// Serves on a listening socket received from an old process.
-    static func adopt(proxy: MeshProxy, group: EventLoopGroup, descriptor: CInt) async throws -> Channel {
-        try await bootstrap(proxy: proxy, group: group).withBoundSocket(descriptor).get()
+    static func adopt(proxy: MeshProxy, group: EventLoopGroup, descriptor: CInt, accepting: Bool) async throws -> Channel {
+        try await bootstrap(proxy: proxy, group: group).serverChannelOption(.autoRead, value: accepting).withBoundSocket(descriptor).get()
     }
 
     private static func bootstrap(proxy: MeshProxy, group: EventLoopGroup) -> ServerBootstrap {

@@ -42,8 +42,15 @@ extension MeshProxy: HandoverDonor, HandoverRecipient {
             }
             return (Array(state.listenerChannels.values), state.adminChannel)
         }
-        for channel in listeners { try? await channel.close() }
-        try? await admin?.close()
+        // Stop calling accept first, and close only once the connections accepted last have been set up: NIO's
+        // ServerBootstrap closes a child whose setup completes after its server channel closed, and that child's
+        // unread request would be answered with a reset. The setup hops between loops, so give every loop a few turns.
+        let servers = listeners + (admin.map { [$0] } ?? [])
+        for channel in servers { try? await channel.setOption(.autoRead, value: false) }
+        for _ in 0..<4 {
+            for loop in group.makeIterator() { try? await loop.submit {}.get() }
+        }
+        for channel in servers { try? await channel.close() }
         // HTTP/2 connections cannot move (their HPACK tables and stream states stay here): GOAWAY lets their open
         // streams finish while the client opens its next connection to the new process.
         for entry in connections.all where entry.kind == .http {
@@ -69,18 +76,29 @@ extension MeshProxy: HandoverDonor, HandoverRecipient {
             }
         }
         for listener in listeners {
-            try await adoptListener(listener)
+            try await adopt(listener, accepting: true)
         }
     }
 
     public func adoptListener(_ listener: HandoverListener) async throws {
+        try await adopt(listener, accepting: false)
+    }
+
+    private func adopt(_ listener: HandoverListener, accepting: Bool) async throws {
         if listener.name == Self.adminListenerName {
-            let channel = try await AdminServer.adopt(proxy: self, group: group, descriptor: listener.descriptor)
+            let channel = try await AdminServer.adopt(proxy: self, group: group, descriptor: listener.descriptor, accepting: accepting)
             state.withLockedValue { $0.adminChannel = channel }
         } else {
-            try await adoptListener(named: listener.name, descriptor: listener.descriptor)
+            try await adoptListener(named: listener.name, descriptor: listener.descriptor, accepting: accepting)
         }
-        logger.notice("listening on an adopted socket", metadata: ["listener": "\(listener.name)"])
+        logger.notice("holding an adopted listening socket", metadata: ["listener": "\(listener.name)", "accepting": "\(accepting)"])
+    }
+
+    public func startAccepting() async {
+        let channels = state.withLockedValue { Array($0.listenerChannels.values) + ($0.adminChannel.map { [$0] } ?? []) }
+        for channel in channels {
+            try? await channel.setOption(.autoRead, value: true)
+        }
     }
 
     public func captureConnections(markingUpTo limit: Int) async -> [HandoverConnection] {

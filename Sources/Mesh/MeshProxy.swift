@@ -66,9 +66,13 @@ public final class MeshProxy: Sendable {
     }
 
     /// Binds a listener on a socket that is already bound and listening, such as one received from an old process.
-    public func adoptListener(named name: String, descriptor: CInt) async throws {
+    ///
+    /// With `accepting: false` nothing is accepted until `startAccepting()`: while an old process still accepts
+    /// from the same queue, two processes accepting race for every connection.
+    public func adoptListener(named name: String, descriptor: CInt, accepting: Bool = true) async throws {
         guard let listener = listenerContexts[name]?.config else { throw MeshError.unknownListener(name) }
-        let channel = try await serverBootstrap(for: listener).withBoundSocket(descriptor).get()
+        let channel = try await serverBootstrap(for: listener).serverChannelOption(.autoRead, value: accepting)
+            .withBoundSocket(descriptor).get()
         state.withLockedValue { $0.listenerChannels[name] = channel }
     }
 

@@ -10,6 +10,7 @@ import Testing
         .refuse(reason: "peer runs as uid 0 — ünïcode"),
         .listeners(names: ["web", "@admin"], descriptors: [7, 8]),
         .ready,
+        .stoppedAccepting,
         .abort(reason: "bad config"),
         .connections([
             HandoverConnection(id: 1, listener: "web", state: .http(preRead: Array("GET / HTTP/1.1\r\n".utf8)), descriptors: [9]),

@@ -17,7 +17,9 @@ import Testing
         let (actions, state) = run([
             .hello(version: Self.version, peerUID: 1000), .ready, .batchSent(3), .adopted(3), .batchSent(2), .adopted(2), .drained,
         ])
-        #expect(actions == [[.sendWelcome, .sendListeners], [.stopAccepting, .startMoving], [], [], [], [], [.sendDone, .close]])
+        #expect(actions == [
+            [.sendWelcome, .sendListeners], [.stopAccepting, .sendStoppedAccepting, .startMoving], [], [], [], [], [.sendDone, .close],
+        ])
         #expect(state == .finished)
     }
 
@@ -110,9 +112,21 @@ import Testing
     @Test func aCompleteTakeover() {
         let (actions, state) = run([
             .welcome(version: HandoverStateMachine.protocolVersion), .listeners(["web", "@admin"]), .listenersAdopted,
-            .connections(5), .connectionsAdopted(5), .done,
+            .stoppedAccepting, .connections(5), .connectionsAdopted(5), .done,
         ])
-        #expect(actions == [[], [.adoptListeners], [.sendReady], [.adoptConnections], [.sendAdopted(5)], [.close]])
+        #expect(actions == [[], [.adoptListeners], [.sendReady], [.startAccepting], [.adoptConnections], [.sendAdopted(5)], [.close]])
+        #expect(state == .finished)
+    }
+
+    /// Two processes never accept at once: the new one waits for the old one to stop, and accepts in any case
+    /// once the old one is done or gone.
+    @Test(arguments: [Machine.Event.done, .failed(.peerGone)])
+    func theNewProcessAcceptsWhenTheOldOneStopsOrGoes(last: Machine.Event) {
+        let (actions, state) = run([
+            .welcome(version: HandoverStateMachine.protocolVersion), .listeners(["web"]), .listenersAdopted, last,
+        ])
+        #expect(!actions.dropLast().joined().contains(.startAccepting))
+        #expect(actions.last == [.startAccepting, .close])
         #expect(state == .finished)
     }
 
@@ -148,7 +162,7 @@ import Testing
     /// The old process dying after `ready` leaves this one serving what it has.
     @Test func theOldProcessDyingAfterReadyLeavesUsServing() {
         let (actions, state) = run([
-            .welcome(version: HandoverStateMachine.protocolVersion), .listeners(["web"]), .listenersAdopted, .connections(2),
+            .welcome(version: HandoverStateMachine.protocolVersion), .listeners(["web"]), .listenersAdopted, .stoppedAccepting, .connections(2),
             .connectionsAdopted(2), .failed(.peerGone),
         ])
         #expect(actions.last == [.close])

@@ -20,12 +20,13 @@ import Testing
     }
 
     /// Starts `count` keep-alive clients on the web listener; they never reconnect.
-    static func startClients(_ count: Int, port: Int, scratch: Scratch) throws -> (Child, stop: String, progress: String) {
+    /// `churn` more clients open a new connection per request, to catch a moment when nothing accepts.
+    static func startClients(_ count: Int, churn: Int = 0, port: Int, scratch: Scratch) throws -> (Child, stop: String, progress: String) {
         let stop = scratch.path("clients.stop")
         let progress = scratch.path("clients.progress")
         let child = try Child(
-            ["python3", fixtures.appendingPathComponent("http_clients.py").path, "\(port)", "\(count)", stop, progress], in: scratch,
-            name: "clients")
+            ["python3", fixtures.appendingPathComponent("http_clients.py").path, "\(port)", "\(count)", stop, progress, "\(churn)"],
+            in: scratch, name: "clients")
         return (child, stop, progress)
     }
 
@@ -57,7 +58,7 @@ import Testing
         defer { upstream.stop() }
         let chain = try await MeshChain(config: Self.config(httpUpstream: upstreamPort), scratch: scratch)
         defer { chain.stop() }
-        let (clients, stop, progress) = try Self.startClients(200, port: try #require(chain.port("web")), scratch: scratch)
+        let (clients, stop, progress) = try Self.startClients(200, churn: 4, port: try #require(chain.port("web")), scratch: scratch)
         defer { clients.stop() }
         try await Self.everyClientProgresses(progress, "before the first upgrade")
         var serving = chain.first.pid
@@ -75,6 +76,7 @@ import Testing
         #expect(result["refused"] as? Int == 0, "\(result)")
         #expect(result["ports_unchanged"] as? Bool == true, "every client kept its connection: \(result)")
         #expect((result["min_per_client"] as? Int ?? 0) > 10)
+        #expect((result["churn_requests"] as? Int ?? 0) > 10, "new connections were accepted throughout: \(result)")
         #expect(metrics.contains("mesh_handovers_total{role=\"new\",outcome=\"moved\"} 1"), "\(metrics)")
         #expect(metrics.contains("mesh_handover_connections_moved_total{role=\"new\"} 200"), "\(metrics)")
         #expect(chain.log.components(separatedBy: "handover: finished").count - 1 == 10)
@@ -193,6 +195,7 @@ import Testing
         (socket, listeners) = try greet()
         try socket.send(.ready)
         var taken: [CInt] = []
+        guard case .stoppedAccepting = try socket.receive() else { throw TestFailure("expected stoppedAccepting") }
         while taken.isEmpty {
             guard case .connections(let batch) = try socket.receive() else { throw TestFailure("expected connections") }
             taken = batch.flatMap(\.descriptors)
@@ -258,8 +261,8 @@ import Testing
     }
 
     /// Another user reaching the socket (the test opens its permissions to let it) is refused by SO_PEERCRED.
-    @Test func anotherUserIsRefused() async throws {
-        guard getuid() == 0 else { return }
+    @Test(.enabled(if: getuid() == 0, "only root can run a client as another user"))
+    func anotherUserIsRefused() async throws {
         let scratch = try Scratch()
         let (upstream, upstreamPort) = try await startFixtureServer(
             [fixtures.appendingPathComponent("upstream.py").path, "PORT_FILE"], in: scratch, name: "upstream")

@@ -1,10 +1,11 @@
 """Keep-alive HTTP/1.1 clients that send requests without pause, for hot-upgrade tests.
 
-Usage: http_clients.py PORT CLIENTS STOP_FILE PROGRESS_FILE. Opens CLIENTS connections (each once: a client
-never reconnects, so a moved connection keeps its local port and a dropped one shows up as a failure), then
-each sends GET, reads the whole response, checks it, and sends the next, until STOP_FILE exists. Writes
-"total min_per_client errors" to PROGRESS_FILE every 50 ms, and at the end prints one JSON line: requests,
-failures, resets, refused, the local ports at the start and at the end, and the first error.
+Usage: http_clients.py PORT CLIENTS STOP_FILE PROGRESS_FILE [CHURN]. Opens CLIENTS connections (each once: a
+client never reconnects, so a moved connection keeps its local port and a dropped one shows up as a failure),
+then each sends GET, reads the whole response, checks it, and sends the next, until STOP_FILE exists. CHURN
+more clients open a new connection for every request (so a moment without a listener shows up as refused).
+Writes "total min_per_client errors" to PROGRESS_FILE every 50 ms, and at the end prints one JSON line:
+requests, churn requests, failures, resets, refused, whether every local port stayed the same, the first error.
 """
 import asyncio
 import json
@@ -12,6 +13,8 @@ import os
 import sys
 
 port, clients, stop_file, progress_file = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+churn = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+churned = [0]
 counts = [0] * clients
 result = {"failures": 0, "resets": 0, "refused": 0, "first_error": None}
 ports_start = [None] * clients
@@ -59,6 +62,33 @@ async def client(index):
         writer.close()
 
 
+async def churner(index):
+    while not stop:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except ConnectionRefusedError as error:
+            record("refused", error)
+            await asyncio.sleep(0.01)
+            continue
+        except OSError as error:
+            record("failures", error)
+            await asyncio.sleep(0.01)
+            continue
+        try:
+            path = b"/churn%d/%d" % (index, churned[0])
+            writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            response = await reader.read()
+            if not response.startswith(b"HTTP/1.1 200") or not response.endswith(b"ok " + path + b"\n"):
+                raise RuntimeError("unexpected response: %r" % response[:80])
+            churned[0] += 1
+        except ConnectionResetError as error:
+            record("resets", error)
+        except Exception as error:
+            record("failures", error)
+        finally:
+            writer.close()
+
+
 async def progress():
     global stop
     while True:
@@ -73,9 +103,10 @@ async def progress():
 
 async def main():
     watcher = asyncio.ensure_future(progress())
-    await asyncio.gather(*(client(i) for i in range(clients)))
+    await asyncio.gather(*(client(i) for i in range(clients)), *(churner(i) for i in range(churn)))
     await watcher
     result["requests"] = sum(counts)
+    result["churn_requests"] = churned[0]
     result["min_per_client"] = min(counts)
     result["ports_unchanged"] = all(s is not None and s == e for s, e in zip(ports_start, ports_end))
     print(json.dumps(result))
