@@ -43,6 +43,8 @@ public final class UpgradeServer: Sendable {
     struct ServerState {
         var isStopped = false
         var sessionActive = false
+        /// A successor was started and its session has not ended yet.
+        var upgrading = false
         /// Set when a session ended after the commit point: the old process is to exit.
         var handedOver = false
         var lastOutcome: HandoverReport.Outcome?
@@ -97,7 +99,13 @@ public final class UpgradeServer: Sendable {
 
     /// Starts a successor and hands over to it; returns its pid when it took over, or why not.
     public func upgrade() async -> Result<Int32, HandoverFailure> {
-        let before = state.withLockedValue { $0.sessionsEnded }
+        let (before, busy) = state.withLockedValue { state in
+            let busy = state.upgrading || state.sessionActive
+            if !busy { state.upgrading = true }
+            return (state.sessionsEnded, busy)
+        }
+        guard !busy else { return .failure(.peerAborted("an upgrade is already in progress")) }
+        defer { state.withLockedValue { $0.upgrading = false } }
         let pid: Int32
         do {
             pid = try spawnSuccessor()
