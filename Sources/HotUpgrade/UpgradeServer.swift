@@ -87,14 +87,16 @@ public final class UpgradeServer: Sendable {
                 group.addTask { await self.serve(socket) }
             }
         }
+        // Closed only here, once no accept is waiting on it: a descriptor closed under a poll may be reused.
+        listener.close()
+        try? await pool.shutdownGracefully()
         return state.withLockedValue { $0.handedOver }
     }
 
-    /// Stops serving the upgrade socket and removes its file (if no successor claimed the path).
-    public func stop() async {
+    /// Makes `run()` return (within its 100 ms accept poll); it then removes the socket file, unless a successor
+    /// claimed the path.
+    public func stop() {
         state.withLockedValue { $0.isStopped = true }
-        listener.close()
-        try? await pool.shutdownGracefully()
     }
 
     /// Starts a successor and hands over to it; returns its pid when it took over, or why not.

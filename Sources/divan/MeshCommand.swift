@@ -183,7 +183,7 @@ struct MeshRun: AsyncParsableCommand {
         }
         try await runner.run()
         hangups.cancel()
-        await server.stop()
+        server.stop()
         await upgrades.value
         try await group.shutdownGracefully()
     }
