@@ -81,8 +81,19 @@ let package = Package(
             ]
         ),
         .target(
+            name: "HotUpgrade",
+            dependencies: [
+                "Checksum",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
             name: "Mesh",
             dependencies: [
+                "HotUpgrade",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -133,7 +144,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 "Mesh",
+                "HotUpgrade",
                 "DivanServer",
+                .product(name: "SystemPackage", package: "swift-system"),
                 "Raft",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -188,6 +201,15 @@ let package = Package(
             ]
         ),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "RaftCore", "Checksum"]),
+        .testTarget(
+            name: "HotUpgradeTests",
+            dependencies: [
+                "HotUpgrade",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            exclude: ["Fixtures"]
+        ),
         .testTarget(
             name: "MeshTests",
             dependencies: [

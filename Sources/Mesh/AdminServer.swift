@@ -5,7 +5,16 @@ import NIOPosix
 /// The admin endpoint on its own port: `/metrics`, `/ready`, `/config`, `/connections`.
 enum AdminServer {
     static func bind(proxy: MeshProxy, group: EventLoopGroup, address: SocketAddress) async throws -> Channel {
-        try await ServerBootstrap(group: group)
+        try await bootstrap(proxy: proxy, group: group).bind(to: address).get()
+    }
+
+    /// Serves on a listening socket received from an old process.
+    static func adopt(proxy: MeshProxy, group: EventLoopGroup, descriptor: CInt, accepting: Bool) async throws -> Channel {
+        try await bootstrap(proxy: proxy, group: group).serverChannelOption(.autoRead, value: accepting).withBoundSocket(descriptor).get()
+    }
+
+    private static func bootstrap(proxy: MeshProxy, group: EventLoopGroup) -> ServerBootstrap {
+        ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -13,7 +22,6 @@ enum AdminServer {
                     try channel.pipeline.syncOperations.addHandler(AdminHandler(proxy: proxy))
                 }
             }
-            .bind(to: address).get()
     }
 
     static func answer(path: String, proxy: MeshProxy) async -> (HTTPResponseStatus, String, [UInt8]) {

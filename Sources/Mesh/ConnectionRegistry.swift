@@ -17,16 +17,32 @@ final class ConnectionRegistry: Sendable {
     }
 
     private let entries = NIOLockedValueBox([ObjectIdentifier: Entry]())
+    /// Connections asked to stop at their next safe point for a hot upgrade.
+    private let marked = NIOLockedValueBox(Set<ObjectIdentifier>())
 
     func add(_ channel: Channel, listener: String, kind: Kind) {
         let id = ObjectIdentifier(channel)
         entries.withLockedValue { $0[id] = Entry(channel: channel, listener: listener, kind: kind) }
         channel.closeFuture.whenComplete { _ in
             _ = self.entries.withLockedValue { $0.removeValue(forKey: id) }
+            _ = self.marked.withLockedValue { $0.remove(id) }
         }
     }
 
     var all: [Entry] { entries.withLockedValue { Array($0.values) } }
+
+    /// Marks up to `limit` more connections for handover and returns every marked one, newly marked first.
+    func mark(upTo limit: Int) -> (new: [Entry], all: [Entry]) {
+        let current = entries.withLockedValue { $0 }
+        return marked.withLockedValue { marked in
+            var new: [Entry] = []
+            for (id, entry) in current where new.count < limit && !marked.contains(id) {
+                marked.insert(id)
+                new.append(entry)
+            }
+            return (new, marked.compactMap { current[$0] })
+        }
+    }
 
     /// The phase of one connection, read on its event loop.
     func phase(of entry: Entry) async -> String {
@@ -64,6 +80,15 @@ final class ConnectionRegistry: Sendable {
             if phase != "idle" && phase != "closed" && phase != "closing" { busy += 1 }
         }
         return busy
+    }
+
+    /// Forgets every mark (a handover was called off) and returns the connections that had one.
+    func unmarkAll() -> [Entry] {
+        let current = entries.withLockedValue { $0 }
+        return marked.withLockedValue { marked in
+            defer { marked = [] }
+            return marked.compactMap { current[$0] }
+        }
     }
 
     func closeAll() async {

@@ -97,6 +97,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var currentHead: HTTPRequestHead?
     private var responseStatus: HTTPResponseStatus?
     private var needsFlush = false
+    /// The connection's hot-upgrade gate; `nil` on an HTTP/2 stream (HTTP/2 connections drain instead of moving).
+    private var gate: HandoverGate?
 
     init(listener: ListenerContext) {
         self.listener = listener
@@ -106,6 +108,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         clientIP = context.channel.remoteAddress?.ipAddress
+        gate = try? context.pipeline.syncOperations.handler(type: HandoverGate.self)
         armIdleTimer()
     }
 
@@ -240,6 +243,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             } else {
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
                 armIdleTimer()
+                gate?.responseEnded()
             }
         case .abort:
             releaseUpstream(reusable: false, success: false)

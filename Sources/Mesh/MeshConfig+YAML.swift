@@ -172,6 +172,10 @@ private struct ConfigReader {
                     if !listenerNames.insert(listener.name).inserted {
                         fail(item, "\(field).name", "duplicate listener name '\(listener.name)'")
                     }
+                    if listener.name.hasPrefix("@") {
+                        // The hot upgrade hands the admin socket over as "@admin"; names with "@" are reserved.
+                        fail(item, "\(field).name", "listener names may not start with '@'")
+                    }
                     listeners.append(listener)
                 }
             } else {

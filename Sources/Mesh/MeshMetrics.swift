@@ -73,6 +73,21 @@ public final class MeshMetrics: Sendable {
         self.clusters = clusters
     }
 
+    /// Counts one handover (either side): `mesh_handovers_total{role,outcome}`, connections moved, bytes that
+    /// moved with them, and the last handover's duration.
+    public func recordHandover(role: String, outcome: String, connections: Int, bytes: Int, duration: Duration) {
+        let labels = [("role", role)]
+        registry.makeCounter(descriptor: Self.descriptor("mesh_handovers", "total", "Hot-upgrade handovers, by role and outcome"), labels: labels + [("outcome", outcome)])
+            .increment()
+        registry.makeCounter(descriptor: Self.descriptor("mesh_handover_connections_moved", "total", "Connections moved by hot upgrades"), labels: labels)
+            .increment(by: Int64(connections))
+        registry.makeCounter(descriptor: Self.descriptor("mesh_handover_bytes_forwarded", "total", "Pre-read and owed bytes moved with connections"), labels: labels)
+            .increment(by: Int64(bytes))
+        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        registry.makeGauge(descriptor: Self.descriptor("mesh_handover_last_duration", "seconds", "Duration of the last handover"), labels: labels)
+            .set(seconds)
+    }
+
     private static func descriptor(_ name: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
         MetricNameDescriptor(metricName: name, unitName: unit, helpText: help)
     }

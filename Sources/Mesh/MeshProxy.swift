@@ -17,7 +17,7 @@ public final class MeshProxy: Sendable {
     let clusters: [String: Cluster]
     let listenerContexts: [String: ListenerContext]
     let connections = ConnectionRegistry()
-    private let state = NIOLockedValueBox(RunState())
+    let state = NIOLockedValueBox(RunState())
 
     struct RunState {
         var listenerChannels: [String: Channel] = [:]
@@ -47,27 +47,32 @@ public final class MeshProxy: Sendable {
         self.listenerContexts = contexts
     }
 
-    /// Binds every listener and the admin endpoint, and starts health checks.
+    /// Binds every listener and the admin endpoint not adopted from an old process, and starts health checks.
     public func start() async throws {
-        for listener in config.listeners {
+        for listener in config.listeners where state.withLockedValue({ $0.listenerChannels[listener.name] == nil }) {
             let address = try SocketAddress.makeAddressResolvingHost(listener.address.host, port: listener.address.port)
             let channel = try await serverBootstrap(for: listener).bind(to: address).get()
             state.withLockedValue { $0.listenerChannels[listener.name] = channel }
             logger.notice("listening", metadata: ["listener": "\(listener.name)", "address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
         }
-        if let admin = config.admin {
+        if let admin = config.admin, state.withLockedValue({ $0.adminChannel == nil }) {
             let address = try SocketAddress.makeAddressResolvingHost(admin.host, port: admin.port)
             let channel = try await AdminServer.bind(proxy: self, group: group, address: address)
             state.withLockedValue { $0.adminChannel = channel }
+            logger.notice("listening", metadata: ["listener": "\(Self.adminListenerName)", "address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
         }
         startHealthChecks()
         state.withLockedValue { $0.isReady = true }
     }
 
     /// Binds a listener on a socket that is already bound and listening, such as one received from an old process.
-    public func adoptListener(named name: String, descriptor: CInt) async throws {
+    ///
+    /// With `accepting: false` nothing is accepted until `startAccepting()`: while an old process still accepts
+    /// from the same queue, two processes accepting race for every connection.
+    public func adoptListener(named name: String, descriptor: CInt, accepting: Bool = true) async throws {
         guard let listener = listenerContexts[name]?.config else { throw MeshError.unknownListener(name) }
-        let channel = try await serverBootstrap(for: listener).withBoundSocket(descriptor).get()
+        let channel = try await serverBootstrap(for: listener).serverChannelOption(.autoRead, value: accepting)
+            .withBoundSocket(descriptor).get()
         state.withLockedValue { $0.listenerChannels[name] = channel }
     }
 
@@ -216,7 +221,7 @@ public final class MeshProxy: Sendable {
             case .http2: try Self.configureHTTP2(channel, listener: listener)
             }
         }
-        try channel.pipeline.syncOperations.addHandler(sniffer)
+        try channel.pipeline.syncOperations.addHandlers(HandoverGate(), sniffer)
         connections.add(channel, listener: listener.config.name, kind: .http)
         listener.metrics?.connectionsTotal.increment()
         listener.metrics?.activeConnections.increment()
@@ -320,6 +325,8 @@ public final class MeshProxy: Sendable {
 /// Errors of the proxy's own API.
 public enum MeshError: Error, Sendable {
     case unknownListener(String)
+    /// A listening socket's file descriptor could not be found for a handover.
+    case listenerDescriptorNotFound(String)
 }
 
 /// Names of the handlers in client pipelines, so a handover can find and remove them.

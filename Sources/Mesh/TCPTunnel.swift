@@ -8,6 +8,13 @@ final class TCPTunnel {
     var upstream: TunnelHandler?
     /// Client bytes read before the upstream connected (at most one read: further reads are held).
     var earlyBytes: [ByteBuffer] = []
+    /// Hot upgrade: reads are held and bytes read are kept here instead of being relayed, so the tunnel can move.
+    private(set) var isFrozen = false
+    /// Frozen, and everything relayed before freezing is on the wire.
+    private(set) var isFlushed = false
+    private(set) var heldToUpstream = ByteBuffer()
+    private(set) var heldToClient = ByteBuffer()
+    private var freezes = 0
 
     init(machine: TCPTunnelStateMachine = TCPTunnelStateMachine()) {
         self.machine = machine
@@ -18,6 +25,44 @@ final class TCPTunnel {
     func inputClosed(_ side: TCPTunnelStateMachine.Side) { perform(machine.inputClosed(side)) }
     func connectionClosed(_ side: TCPTunnelStateMachine.Side) { perform(machine.connectionClosed(side)) }
     func idleTimeout() { perform(machine.idleTimeout()) }
+
+    /// Stops relaying (for a hot upgrade) and waits until what was relayed is written; open tunnels only.
+    func freeze() {
+        guard machine.isAtSafePoint, !isFrozen, let client, let upstream,
+            let clientFlushed = client.flushBarrier(), let upstreamFlushed = upstream.flushBarrier()
+        else { return }
+        isFrozen = true
+        isFlushed = false
+        freezes += 1
+        let freeze = freezes
+        let bound = NIOLoopBound(self, eventLoop: clientFlushed.eventLoop)
+        clientFlushed.and(upstreamFlushed).whenSuccess { _ in
+            let tunnel = bound.value
+            if tunnel.isFrozen && tunnel.freezes == freeze { tunnel.isFlushed = true }
+        }
+    }
+
+    /// Relays again: what arrived while frozen goes on first.
+    func thaw() {
+        guard isFrozen else { return }
+        isFrozen = false
+        isFlushed = false
+        if heldToUpstream.readableBytes > 0 { upstream?.write(heldToUpstream); upstream?.flush() }
+        if heldToClient.readableBytes > 0 { client?.write(heldToClient); client?.flush() }
+        heldToUpstream.clear()
+        heldToClient.clear()
+        client?.resumeReading()
+        upstream?.resumeReading()
+    }
+
+    /// Keeps bytes read from `side` while frozen.
+    func hold(_ bytes: ByteBuffer, from side: TCPTunnelStateMachine.Side) {
+        var bytes = bytes
+        switch side {
+        case .client: heldToUpstream.writeBuffer(&bytes)
+        case .upstream: heldToClient.writeBuffer(&bytes)
+        }
+    }
 
     private func perform(_ actions: [TCPTunnelStateMachine.Action]) {
         var pendingShutdown: EventLoopFuture<Void>?
@@ -80,7 +125,9 @@ final class TunnelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if let partner = tunnel.partner(of: side) {
+        if tunnel.isFrozen {
+            tunnel.hold(unwrapInboundIn(data), from: side)
+        } else if let partner = tunnel.partner(of: side) {
             partner.write(unwrapInboundIn(data))
         } else if tunnel.machine.phase == .connecting {
             tunnel.earlyBytes.append(unwrapInboundIn(data))
@@ -98,6 +145,8 @@ final class TunnelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case ChannelEvent.inputClosed = event {
+            // A half-close must follow the bytes before it, so a frozen tunnel relays them first (and moves later).
+            tunnel.thaw()
             tunnel.inputClosed(side)
         } else if event is IdleStateHandler.IdleStateEvent {
             if tunnel.machine.phase == .closed {
@@ -122,7 +171,7 @@ final class TunnelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func read(context: ChannelHandlerContext) {
         let partner = tunnel.partner(of: side)?.channel
-        if tunnel.machine.phase == .connecting || partner?.isWritable == false {
+        if tunnel.isFrozen || tunnel.machine.phase == .connecting || partner?.isWritable == false {
             pendingRead = true
         } else {
             context.read()
@@ -147,6 +196,14 @@ final class TunnelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard let context else { return }
         context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
         resumeReading()
+    }
+
+    /// Succeeds once everything written so far is on the wire.
+    func flushBarrier() -> EventLoopFuture<Void>? {
+        guard let context else { return nil }
+        let flushed = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: flushed)
+        return flushed.futureResult
     }
 
     /// Closes once everything written so far is on the wire: bytes read from the other side just before it

@@ -64,6 +64,9 @@ import Testing
         ("listeners:\n  - name: t\n    address: 1.2.3.4:80\n    protocol: tcp\nclusters:\n  - name: c\n    endpoints: []\n",
          [(2, "listeners[0].cluster"), (7, "clusters[0].endpoints")]),
         ("listeners: [\n", [(2, "")]),
+        // "@admin" names the admin socket in a hot upgrade; "@" names are reserved.
+        ("listeners:\n  - name: '@admin'\n    address: 1.2.3.4:80\n    routes: [{cluster: c}]\nclusters:\n  - name: c\n    endpoints: [1.2.3.4:80]\n",
+         [(2, "listeners[0].name")]),
     ])
     func reportsLineAndField(yaml: String, expected: [(Int, String)]) {
         do {
