@@ -71,7 +71,10 @@ public enum ChaosRun {
             + "\(options.clients) clients, \(options.keys) keys, faults \(options.faults.map(\.rawValue).joined(separator: ","))"
             + (options.unsafeServerOptions.isEmpty ? "" : ", UNSAFE \(options.unsafeServerOptions.joined(separator: " "))"))
         log("Raft traffic goes through a fault-injecting TCP relay (\(relay.ports.count) directed links); output in \(output)")
-        for id in ids { try servers.start(id, relay: relay) }
+        for node in nodes {
+            log("node \(node.id): resp 127.0.0.1:\(node.respPort), admin http://127.0.0.1:\(node.httpPort), raft 127.0.0.1:\(node.raftPort)")
+            try servers.start(node.id, relay: relay)
+        }
         guard waitUntil(within: 60, { ids.allSatisfy(cluster.isReady) }) else {
             return (.inconclusive, "the cluster did not become ready within 60 s (logs in \(output)/nodes)")
         }
@@ -133,7 +136,9 @@ public enum ChaosRun {
             resultText = "linearizable: every key's history (\(keys.count) keys) has a valid order"
         case .notLinearizable(let violation):
             verdict = .violation
-            resultText = "NOT LINEARIZABLE\n\(violation)"
+            let culprit = violation.culprit
+            let node = recorder.samples.first { $0.process == culprit.process && $0.invoked == culprit.invokeTime }?.node
+            resultText = "NOT LINEARIZABLE\n\(violation)" + (node.map { "\nThe culprit's request went to node \($0)." } ?? "")
             try Timeline.html(for: violation).write(toFile: "\(output)/violation.html", atomically: true, encoding: .utf8)
         case .unknown:
             verdict = .inconclusive

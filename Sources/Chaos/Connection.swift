@@ -32,11 +32,8 @@ final class Connection {
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard connected == 0 else {
-            let code = errno
-            close(fd)
-            throw .notConnected("connect to port \(port): \(String(cString: strerror(code)))")
-        }
+        // No close here: the instance is fully initialized, so deinit closes the descriptor.
+        guard connected == 0 else { throw .notConnected("connect to port \(port): \(String(cString: strerror(errno)))") }
     }
 
     deinit {

@@ -8,8 +8,11 @@ public enum FaultKind: String, Sendable, CaseIterable {
     case pause
     /// Cut links through the relay: majority/minority, bridge, or one way.
     case partition
-    /// Promote a learner, demote a voter, or replace a learner by an empty node.
+    /// Promote a learner, or demote a voter while more than three vote.
     case membership
+    /// Replace a node by an empty one with the same id: removed, wiped, started with --join and
+    /// added back (a learner first, promoted if it voted).
+    case replace
     /// Flip a bit in a stopped node's write-ahead log or snapshot, then start it.
     case disk
 }
@@ -79,6 +82,13 @@ struct Nemesis: Sendable {
             cluster.relay.block([])
         case .membership:
             (record.detail, record.result) = changeMembership(random: &random)
+        case .replace:
+            let (voters, learners) = cluster.membership.value
+            // Replace a learner when there is one, so the quorum keeps three voters.
+            let replaced = learners.isEmpty ? node : learners.sorted().randomElement(using: &random)!
+            record.detail = "node \(replaced) (\(voters.contains(replaced) ? "voter" : "learner")) by an empty one"
+            record.result = cluster.rejoin(replaced) ?? "done"
+
         case .disk:
             record.detail = "node \(node)"
             record.result = corruptDisk(node, random: &random)
@@ -132,22 +142,13 @@ struct Nemesis: Sendable {
 
     private func changeMembership(random: inout SeededRandom) -> (String, String) {
         let (voters, learners) = cluster.membership.value
-        var choices: [String] = []
-        if !learners.isEmpty, voters.count < 5 { choices.append("promote") }
-        if voters.count > 3 { choices.append("demote") }
-        if !learners.isEmpty || cluster.ids.count == 3 { choices.append("replace") }
-        guard let choice = choices.randomElement(using: &random) else { return ("none possible", "skipped") }
-        switch choice {
-        case "promote":
+        if !learners.isEmpty, voters.count < 5, voters.count == 3 || Bool.random(using: &random) {
             let node = learners.sorted().randomElement(using: &random)!
             return ("promote learner \(node)", cluster.changeMembership(voters: voters.union([node]), learners: learners.subtracting([node])) ?? "done")
-        case "demote":
-            let node = voters.sorted().randomElement(using: &random)!
-            return ("demote voter \(node)", cluster.changeMembership(voters: voters.subtracting([node]), learners: learners.union([node])) ?? "done")
-        default:
-            let node = (learners.isEmpty ? voters : learners).sorted().randomElement(using: &random)!
-            return ("replace node \(node) by an empty one", cluster.rejoin(node) ?? "done")
         }
+        guard voters.count > 3 else { return ("no learner to promote, no voter to spare", "skipped") }
+        let node = voters.sorted().randomElement(using: &random)!
+        return ("demote voter \(node)", cluster.changeMembership(voters: voters.subtracting([node]), learners: learners.union([node])) ?? "done")
     }
 
     /// Stops node `id`, flips one bit in its log or newest snapshot, and starts it. The storage rules
@@ -160,6 +161,7 @@ struct Nemesis: Sendable {
         }
         cluster.servers.kill9(id)
         let flipped = DiskFault.flipBit(in: node.dataDirectory, random: &random)
+        let logStart = (try? FileManager.default.attributesOfItem(atPath: node.logFile)[.size] as? Int) ?? 0
         do {
             try cluster.servers.start(id, relay: cluster.relay)
         } catch {
@@ -175,7 +177,8 @@ struct Nemesis: Sendable {
             let rejoined = cluster.rejoin(id).map { "rejoin failed: \($0)" } ?? "wiped and rejoined"
             return "\(flipped); refused to start (exit \(exitStatus): \(reason)); \(rejoined)"
         }
-        return "\(flipped); " + (ready ? "started" : "running but not ready after 15 s")
+        let storage = DiskFault.storageMessages(in: node.logFile, from: logStart)
+        return "\(flipped); " + (ready ? "started" : "running but not ready after 15 s") + (storage.isEmpty ? "" : " (\(storage))")
     }
 }
 
@@ -207,6 +210,15 @@ enum DiskFault {
     private static func isRegularFile(_ path: String) -> Bool {
         var isDirectory: ObjCBool = false
         return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && !isDirectory.boolValue
+    }
+
+    /// What the node's storage reported (a torn tail it cut, say) in its log from byte `offset` on.
+    static func storageMessages(in logFile: String, from offset: Int) -> String {
+        guard let handle = FileHandle(forReadingAtPath: logFile) else { return "" }
+        defer { try? handle.close() }
+        try? handle.seek(toOffset: UInt64(offset))
+        let text = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+        return text.split(separator: "\n").filter { $0.hasPrefix("[divan storage]") }.map { String($0.dropFirst(16)) }.joined(separator: "; ")
     }
 
     /// The last line of a node's log that names an error, shortened.

@@ -4,6 +4,7 @@ import Synchronization
 
 /// One completed operation, for the report and the latency picture.
 struct OperationSample: Sendable {
+    var process: Int
     var function: HistoryEvent.Function
     var kind: HistoryEvent.Kind
     var node: Int
@@ -142,7 +143,7 @@ struct Workload: Sendable {
             let outcome = perform(function, key: key, value: payload, on: client, timeout: timeout)
             let completionValue: HistoryEvent.Payload = function == .read ? .value(outcome.value) : payload
             let completed = recorder.record(process: process, outcome.kind, function, key: key, value: completionValue)
-            recorder.sample(OperationSample(function: function, kind: outcome.kind, node: node, invoked: invoked, completed: completed))
+            recorder.sample(OperationSample(process: process, function: function, kind: outcome.kind, node: node, invoked: invoked, completed: completed))
             switch (outcome.kind, function, payload, outcome.value) {
             case (.ok, .read, _, .integer(let seen)): known[key] = seen
             case (.ok, .read, _, _): known[key] = nil
