@@ -110,13 +110,22 @@ public enum ChaosRun {
                 healNotes.append("node \(id) was out of the cluster: " + (cluster.rejoin(id) ?? "rejoined"))
             }
         }
-        let recovered = waitUntil(within: 60) {
-            ids.allSatisfy(cluster.isReady) && ids.allSatisfy { id in
-                (try? RESPClient(port: servers.node(id).respPort).call(["SET", "chaos:probe", "\(id)"], timeout: 2)) == .simple("OK")
+        // Recovered: every node knows its groups' leaders and takes a write.
+        func unrecovered() -> [String] {
+            ids.compactMap { id in
+                guard cluster.isReady(id) else { return "node \(id) not ready" }
+                let reply = try? RESPClient(port: servers.node(id).respPort).call(["SET", "chaos:probe", "\(id)"], timeout: 2)
+                return reply == .simple("OK") ? nil : "node \(id) answers a write with \(reply.map { "\($0)" } ?? "nothing")"
             }
         }
+        let recovered = waitUntil(within: 60) { unrecovered().isEmpty }
         let recovery = clock.seconds - healStart
-        log(String(format: recovered ? "recovered %.1f s after the heal" : "NOT recovered %.1f s after the heal", recovery))
+        if recovered {
+            log(String(format: "recovered %.1f s after the heal", recovery))
+        } else {
+            healNotes += unrecovered()
+            log("NOT recovered 60 s after the heal: \(unrecovered().joined(separator: "; "))")
+        }
 
         let finalReads = readEverything(keys: keys, cluster: cluster, recorder: recorder)
         let history = recorder.events
