@@ -101,7 +101,8 @@ public enum ChaosRun {
         relay.block([])
         for id in ids {
             servers.resume(id)
-            if !servers.isUp(id) { try servers.start(id, relay: relay) }
+            // A node that exited on its own (refusing its disk, say) is started again too.
+            if servers.exitStatus(id) != nil || !servers.isUp(id) { try servers.start(id, relay: relay) }
         }
         var healNotes: [String] = []
         if !waitUntil(within: 20, { cluster.membershipSettled() }) {

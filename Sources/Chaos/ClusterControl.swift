@@ -1,13 +1,12 @@
 import Foundation
 
-/// The placement driver's group as one node reports it on `GET /status`.
+/// The placement driver's group as one node reports it on `GET /status`: its leader and members.
 struct NodeStatus: Sendable, Equatable {
-    var role: String
     var leader: Int?
     var voters: [Int]
     var learners: [Int]
 
-    /// Parses the first (the placement driver's) role, leader, voters and learners of a status body.
+    /// Parses the first (the placement driver's) leader, voters and learners of a status body.
     init?(json: String) {
         func field(_ name: String) -> Substring? {
             guard let range = json.range(of: "\"\(name)\": ") else { return nil }
@@ -17,9 +16,7 @@ struct NodeStatus: Sendable, Equatable {
             guard let rest = field(name), rest.first == "[", let end = rest.firstIndex(of: "]") else { return nil }
             return rest[rest.index(after: rest.startIndex)..<end].split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         }
-        guard let role = field("role")?.dropFirst().prefix(while: { $0 != "\"" }), let voters = list("voters"),
-              let learners = list("learners"), let leader = field("leader") else { return nil }
-        self.role = String(role)
+        guard let voters = list("voters"), let learners = list("learners"), let leader = field("leader") else { return nil }
         self.leader = Int(leader.prefix { $0.isNumber })
         self.voters = voters.sorted()
         self.learners = learners.sorted()
