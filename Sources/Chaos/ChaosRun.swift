@@ -136,7 +136,9 @@ public enum ChaosRun {
         try (faultRecords.map(\.jsonLine).joined(separator: "\n") + "\n").write(toFile: "\(output)/nemesis.jsonl", atomically: true, encoding: .utf8)
 
         let checkStart = ContinuousClock.now
-        let result = Checker(model: .casRegister, timeout: .seconds(120)).check(try HistoryFile.parse(historyText, model: .casRegister))
+        // Long runs make long histories: the limit grows with the run, never below two minutes.
+        let checkLimit = max(120, options.duration / 10)
+        let result = Checker(model: .casRegister, timeout: .seconds(checkLimit)).check(try HistoryFile.parse(historyText, model: .casRegister))
         let checkTime = checkStart.duration(to: .now)
         var verdict: ChaosVerdict
         var resultText: String
@@ -152,7 +154,7 @@ public enum ChaosRun {
             try Timeline.html(for: violation).write(toFile: "\(output)/violation.html", atomically: true, encoding: .utf8)
         case .unknown:
             verdict = .inconclusive
-            resultText = "unknown: the checker gave up after 120 s"
+            resultText = "unknown: the checker gave up after \(Int(checkLimit)) s"
         }
         if let disagreement = finalReads.disagreement {
             verdict = .violation
