@@ -50,6 +50,7 @@ public enum ChaosRun {
     public static func run(_ options: ChaosOptions, log: @escaping @Sendable (String) -> Void) throws -> (ChaosVerdict, String) {
         let output = URL(fileURLWithPath: options.outputDirectory).standardizedFileURL.path
         try FileManager.default.createDirectory(atPath: "\(output)/nodes", withIntermediateDirectories: true)
+        try ChildProcesses.startWatchdog(listingServersIn: "\(output)/nodes/server-pids")
         let ids = Array(1...options.nodes)
         let nodes = try ids.map { id in
             ServerNode(

@@ -2,17 +2,48 @@ import Foundation
 import Synchronization
 
 /// Every `divan server` child process the harness started in this process, so that they can all
-/// be killed on SIGINT or on any exit path.
+/// be killed on SIGINT or on any exit path, and by a watchdog if the harness itself dies.
 public enum ChildProcesses {
-    private static let pids = Mutex<Set<Int32>>([])
+    private static let state = Mutex<(pids: Set<Int32>, file: String?)>(([], nil))
 
-    static func started(_ pid: Int32) { pids.withLock { _ = $0.insert(pid) } }
+    /// Starts a watchdog shell that waits for this process to end, however it ends (a crash or
+    /// SIGKILL included), and then kills the servers whose ids `file` lists; the list is rewritten
+    /// at every start and end of a server, so after a clean exit it is empty.
+    static func startWatchdog(listingServersIn file: String) throws {
+        state.withLock { $0.file = file }
+        rewrite()
+        let watchdog = Process()
+        watchdog.executableURL = URL(fileURLWithPath: "/bin/sh")
+        watchdog.arguments = [
+            "-c", "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; pids=$(cat \"$2\" 2>/dev/null); [ -z \"$pids\" ] || kill -9 $pids",
+            "divan-chaos-watchdog", "\(getpid())", file,
+        ]
+        watchdog.standardInput = FileHandle.nullDevice
+        watchdog.standardOutput = FileHandle.nullDevice
+        watchdog.standardError = FileHandle.nullDevice
+        try watchdog.run()
+    }
 
-    static func ended(_ pid: Int32) { pids.withLock { _ = $0.remove(pid) } }
+    static func started(_ pid: Int32) {
+        state.withLock { _ = $0.pids.insert(pid) }
+        rewrite()
+    }
+
+    static func ended(_ pid: Int32) {
+        state.withLock { _ = $0.pids.remove(pid) }
+        rewrite()
+    }
+
+    private static func rewrite() {
+        state.withLock { state in
+            guard let file = state.file else { return }
+            try? state.pids.map(String.init).joined(separator: " ").write(toFile: file, atomically: true, encoding: .utf8)
+        }
+    }
 
     /// Sends SIGKILL to every child still running (SIGKILL also ends a stopped process).
     public static func killAll() {
-        for pid in pids.withLock({ $0 }) { kill(pid, SIGKILL) }
+        for pid in state.withLock({ $0.pids }) { kill(pid, SIGKILL) }
     }
 }
 
