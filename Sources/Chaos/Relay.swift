@@ -3,13 +3,9 @@ import NIOPosix
 import Synchronization
 
 /// A directed pair of nodes: Raft traffic from `from` to `to`.
-struct Link: Hashable, Sendable, Comparable, CustomStringConvertible {
+struct Link: Hashable, Sendable {
     var from: Int
     var to: Int
-
-    static func < (left: Link, right: Link) -> Bool { (left.from, left.to) < (right.from, right.to) }
-
-    var description: String { "\(from)→\(to)" }
 }
 
 /// The fault-injecting TCP relay the Raft traffic goes through: one listener per directed pair of
