@@ -30,6 +30,14 @@ let package = Package(
             dependencies: ["RaftCore", .product(name: "HeapModule", package: "swift-collections")]
         ),
         .target(name: "Linearizability"),
+        .target(
+            name: "Chaos",
+            dependencies: [
+                "Linearizability",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .target(name: "Checksum"),
         .target(
             name: "RaftStorage",
@@ -140,6 +148,7 @@ let package = Package(
                 "RaftCore",
                 "RaftSimulation",
                 "Linearizability",
+                "Chaos",
                 "RaftStorage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -170,6 +179,7 @@ let package = Package(
         .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"]),
         .testTarget(name: "ChecksumTests", dependencies: ["Checksum"]),
         .testTarget(name: "IntegrationTests", dependencies: ["DivanServer", "KVClient", "KVWire"], exclude: ["Scripts"]),
+        .testTarget(name: "ChaosTests"),
         .testTarget(
             name: "RaftTransportTests",
             dependencies: [

@@ -47,6 +47,10 @@ public final class KVServer: Service {
         public var httpPort: Int
         public var dataDirectory: String
         public var raft: RaftOptions
+        /// UNSAFE (chaos-harness tests only): serve reads from the local replica without ReadIndex.
+        public var unsafeStaleReads = false
+        /// UNSAFE (chaos-harness tests only): acknowledge log writes without fdatasync.
+        public var unsafeNoFsync = false
 
         public init(
             id: NodeID, raftHost: String, raftPort: Int, peers: [NodeID: (host: String, port: Int)],
@@ -78,7 +82,9 @@ public final class KVServer: Service {
     /// fsyncs and closes connections.
     public func run() async throws {
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let log = try WriteAheadLog(directory: FilePath("\(options.dataDirectory)/wal"))
+        var logOptions = WriteAheadLogOptions()
+        logOptions.unsafeSkipsDataSync = options.unsafeNoFsync
+        let log = try WriteAheadLog(directory: FilePath("\(options.dataDirectory)/wal"), options: logOptions)
         let engine: any StorageEngine = switch options.engine {
         case .rocksdb: try RocksDBEngine(directory: "\(options.dataDirectory)/engine")
         case .memory: MemoryEngine()
@@ -104,7 +110,7 @@ public final class KVServer: Service {
             transport.setPeer(peer, address: try SocketAddress.makeAddressResolvingHost(endpoint.host, port: endpoint.port))
         }
         try await store.start()
-        let service = NodeKVService(store: store)
+        let service = NodeKVService(store: store, unsafeStaleReads: options.unsafeStaleReads)
         let http = try await ClientAPI.bind(
             store: store, service: service, metrics: metrics, on: loops, host: options.httpHost, port: options.httpPort)
         var respOptions = RESPServerOptions()

@@ -9,11 +9,17 @@ public final class NodeKVService: KVService {
     let clock: @Sendable () -> Int64
     /// How long a request keeps retrying while a region has no leader or is being split.
     let retryWindow: Duration
+    /// UNSAFE, for testing the chaos harness only: reads skip ReadIndex and may return stale values.
+    let unsafeStaleReads: Bool
 
-    public init(store: Store, clock: @escaping @Sendable () -> Int64 = UnixClock.milliseconds, retryWindow: Duration = .seconds(3)) {
+    public init(
+        store: Store, clock: @escaping @Sendable () -> Int64 = UnixClock.milliseconds, retryWindow: Duration = .seconds(3),
+        unsafeStaleReads: Bool = false
+    ) {
         self.store = store
         self.clock = clock
         self.retryWindow = retryWindow
+        self.unsafeStaleReads = unsafeStaleReads
     }
 
     // MARK: - Writes
@@ -180,7 +186,7 @@ public final class NodeKVService: KVService {
             let error: KVError
             if let region = store.region(for: key) {
                 do throws(KVError) {
-                    return try await region.read(read, now: clock())
+                    return try await region.read(read, now: clock(), unsafeStaleRead: unsafeStaleReads)
                 } catch let failure {
                     error = failure
                 }

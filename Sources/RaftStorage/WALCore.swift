@@ -350,7 +350,7 @@ final class WALCore: Sendable {
                 try buffer.withStorageBytes { raw throws(StorageError) in
                     try FileSystem.write(file.descriptor, at: position.offset, raw, file.path)
                 }
-                try FileSystem.dataSync(file.descriptor, file.path)
+                if !options.unsafeSkipsDataSync { try FileSystem.dataSync(file.descriptor, file.path) }
                 lock.withLock { state in
                     state.durable = LogPosition(segment: position.segment, offset: position.offset + buffer.count)
                     state.statistics.batches += 1

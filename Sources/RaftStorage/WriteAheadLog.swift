@@ -14,6 +14,9 @@ public struct WriteAheadLogOptions: Sendable {
     public var purgeLiveRatio: Double
     /// Where the log reports what an operator should know (a torn tail cut on recovery, a failure).
     public var log: @Sendable (String) -> Void
+    /// UNSAFE, for testing the chaos harness only: acknowledge writes without fdatasync, so a power
+    /// loss can lose them (`divan server --unsafe-no-fsync`).
+    public var unsafeSkipsDataSync = false
 
     public init(
         segmentSize: Int = 64 << 20, maximumBatchBytes: Int = 4 << 20, cachedEntriesPerGroup: Int = 1024,

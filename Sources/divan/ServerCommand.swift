@@ -68,6 +68,12 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel = "info"
 
+    @Flag(help: "UNSAFE, only to prove the chaos harness catches it: serve reads from this node's replica without ReadIndex (stale reads).")
+    var unsafeStaleReads = false
+
+    @Flag(help: "UNSAFE, only to prove the chaos harness catches it: never fdatasync the write-ahead log (a power loss loses acknowledged writes).")
+    var unsafeNoFsync = false
+
     func run() async throws {
         let (raftHost, raftPort) = try Self.endpoint(listen)
         let (httpHost, httpPort) = try Self.endpoint(http)
@@ -124,6 +130,11 @@ struct ServerCommand: AsyncParsableCommand {
         serverOptions.resp = try resp.map { try Self.endpoint($0) }
         serverOptions.respPassword = respPassword
         serverOptions.learners = learnerIDs
+        serverOptions.unsafeStaleReads = unsafeStaleReads
+        serverOptions.unsafeNoFsync = unsafeNoFsync
+        if unsafeStaleReads || unsafeNoFsync {
+            logger.warning("UNSAFE mode: \(unsafeStaleReads ? "--unsafe-stale-reads " : "")\(unsafeNoFsync ? "--unsafe-no-fsync" : "")")
+        }
         serverOptions.placement.splitKeys = splitKeys
         serverOptions.placement.splitBytes = splitBytes
         if !join {
