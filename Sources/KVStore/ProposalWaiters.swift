@@ -12,11 +12,18 @@ final class ProposalWaiters: Sendable {
     }
 
     private struct State {
-        var nextRequest: UInt64 = 1
+        var nextRequest: UInt64
         var slots: [UInt64: Slot] = [:]
     }
 
-    private let state = Mutex(State())
+    private let state: Mutex<State>
+
+    /// Request ids start at a random point in each life of the process: entries a node proposed in
+    /// an earlier life (replayed from its log, or forwarded and committed late) carry ids from another
+    /// point of the 64-bit space, so they never answer a request of this life.
+    init() {
+        state = Mutex(State(nextRequest: UInt64.random(in: 1...(UInt64.max / 2))))
+    }
 
     /// Reserves an id for a command of `count` writes, answered before `deadline` or failed as timed out.
     func reserve(count: Int, deadline: ContinuousClock.Instant) -> UInt64 {

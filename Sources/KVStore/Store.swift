@@ -236,8 +236,12 @@ public final class Store: Sendable {
         for region in orderedRegions {
             let raft = await region.group.status
             let meta = region.machine.current
+            // The descriptor names the founding members; the group's own membership is the current one.
+            var descriptor = meta.descriptor
+            descriptor.voters = raft.membership.voters
+            descriptor.learners = raft.membership.learners
             statuses.append(RegionStatus(
-                region: meta.descriptor, role: raft.role.rawValue, leader: raft.leader, term: raft.term,
+                region: descriptor, role: raft.role.rawValue, leader: raft.leader, term: raft.term,
                 commitIndex: raft.commit, appliedIndex: raft.applied, keys: UInt64(max(meta.keys, 0)),
                 bytes: UInt64(max(meta.bytes, 0))))
         }
