@@ -178,8 +178,9 @@ let package = Package(
         .testTarget(name: "RaftSimulationTests", dependencies: ["RaftSimulation", "RaftCore"]),
         .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"]),
         .testTarget(name: "ChecksumTests", dependencies: ["Checksum"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["DivanServer", "KVClient", "KVWire"], exclude: ["Scripts"]),
-        .testTarget(name: "ChaosTests"),
+        .testTarget(name: "IntegrationTests", dependencies: ["DivanServer", "KVClient", "KVWire", "DivanTestSupport"], exclude: ["Scripts"]),
+        .testTarget(name: "ChaosTests", dependencies: ["DivanTestSupport"]),
+        .target(name: "DivanTestSupport", path: "Tests/DivanTestSupport"),
         .testTarget(
             name: "RaftTransportTests",
             dependencies: [
@@ -215,6 +216,7 @@ let package = Package(
             name: "HotUpgradeTests",
             dependencies: [
                 "HotUpgrade",
+                "DivanTestSupport",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
@@ -224,6 +226,7 @@ let package = Package(
             name: "MeshTests",
             dependencies: [
                 "Mesh",
+                "DivanTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

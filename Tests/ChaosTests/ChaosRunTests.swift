@@ -1,16 +1,6 @@
+import DivanTestSupport
 import Foundation
 import Testing
-
-/// The `divan` executable next to the test bundle (swift test builds it with the tests).
-let divanExecutable: URL = {
-    var directory = Bundle.main.bundleURL
-    while directory.path != "/" {
-        let candidate = directory.appendingPathComponent("divan")
-        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-        directory.deleteLastPathComponent()
-    }
-    return URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build/debug/divan").standardized
-}()
 
 /// `divan chaos` as CI runs it: a real 5-node cluster under kills, pauses, partitions and
 /// membership changes for 60 seconds must come out linearizable with every acknowledged write on

@@ -1,16 +1,6 @@
+import DivanTestSupport
 import Foundation
 import NIOConcurrencyHelpers
-
-/// The `divan` binary built next to the test bundle.
-let divanBinary: String = {
-    var directory = Bundle.main.bundleURL
-    while directory.path != "/" {
-        let candidate = directory.appendingPathComponent("divan")
-        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate.path }
-        directory.deleteLastPathComponent()
-    }
-    return URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build/debug/divan").standardized.path
-}()
 
 let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
 
@@ -114,7 +104,7 @@ final class MeshChain: @unchecked Sendable {
         socketPath = scratch.path("upgrade/mesh.sock")
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
         first = try Child(
-            [divanBinary, "mesh", "run", "--config", configPath, "--upgrade-socket", socketPath, "--threads", "2",
+            [divanExecutable.path, "mesh", "run", "--config", configPath, "--upgrade-socket", socketPath, "--threads", "2",
              "--handover-window", "0.3", "--drain-seconds", "5"] + extraArguments,
             in: scratch, name: "mesh")
         pids.withLockedValue { $0.append(first.pid) }
@@ -138,7 +128,7 @@ final class MeshChain: @unchecked Sendable {
 
     /// `divan mesh upgrade`; returns the new pid, or throws with the command's output.
     func upgrade() async throws -> Int32 {
-        let result = try await run([divanBinary, "mesh", "upgrade", "--socket", socketPath], in: scratch)
+        let result = try await run([divanExecutable.path, "mesh", "upgrade", "--socket", socketPath], in: scratch)
         guard result.status == 0, let line = result.stdout.split(separator: "\n").last, line.hasPrefix("pid "), let pid = Int32(line.dropFirst(4)) else {
             let problems = log.split(separator: "\n").filter { $0.contains(" warning ") || $0.contains(" error ") || $0.contains(" critical ") }
             throw TestFailure("upgrade failed (\(result.status)): \(result.stdout) \(result.stderr)\n\(problems.suffix(10).joined(separator: "\n"))")

@@ -1,3 +1,4 @@
+import DivanTestSupport
 import Foundation
 import HotUpgrade
 import SystemPackage
@@ -210,7 +211,7 @@ import Testing
         // A real new process whose config does not parse.
         let good = try String(contentsOfFile: chain.configPath, encoding: .utf8)
         try "listeners: [".write(toFile: chain.configPath, atomically: true, encoding: .utf8)
-        let failed = try await run([divanBinary, "mesh", "upgrade", "--socket", chain.socketPath], in: scratch)
+        let failed = try await run([divanExecutable.path, "mesh", "upgrade", "--socket", chain.socketPath], in: scratch)
         #expect(failed.status != 0)
         #expect(failed.stdout.contains("upgrade failed"), "\(failed)")
         try await Self.everyClientProgresses(progress, "after a broken config")
@@ -240,7 +241,7 @@ import Testing
         defer { clients.stop() }
         try await Self.everyClientProgresses(progress, "at the start")
         let successor = try Child(
-            [divanBinary, "mesh", "run", "--config", chain.configPath, "--takeover", chain.socketPath, "--threads", "2"],
+            [divanExecutable.path, "mesh", "run", "--config", chain.configPath, "--takeover", chain.socketPath, "--threads", "2"],
             in: scratch, name: "successor")
         defer { successor.stop() }
         #expect(try await chain.first.finish() == 0, "the old process hands over and exits cleanly")
@@ -248,7 +249,7 @@ import Testing
         #expect(successor.process.isRunning)
         #expect(successor.stderr.contains("upgrade socket listening"), "the successor claimed the socket for the next upgrade")
         // The claimed socket works: upgrade the successor in turn.
-        let next = try await run([divanBinary, "mesh", "upgrade", "--socket", chain.socketPath], in: scratch)
+        let next = try await run([divanExecutable.path, "mesh", "upgrade", "--socket", chain.socketPath], in: scratch)
         #expect(next.status == 0, "\(next)")
         if let line = next.stdout.split(separator: "\n").last, line.hasPrefix("pid "), let pid = Int32(line.dropFirst(4)) { chain.adopt(pid) }
         _ = try await successor.finish()
@@ -273,7 +274,7 @@ import Testing
         chmod(scratch.path("upgrade"), 0o755)
         chmod(chain.socketPath, 0o666)
         let attempt = try await run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", divanBinary, "mesh", "upgrade", "--socket", chain.socketPath],
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", divanExecutable.path, "mesh", "upgrade", "--socket", chain.socketPath],
             in: scratch)
         #expect(attempt.status != 0)
         #expect(attempt.stdout.contains("refused: peer runs as uid 65534"), "\(attempt)")

@@ -1,16 +1,6 @@
+import DivanTestSupport
 import Foundation
 import Testing
-
-/// The `divan` binary built next to the test bundle.
-let divanExecutable: URL = {
-    var directory = Bundle.main.bundleURL
-    while directory.path != "/" {
-        let candidate = directory.appendingPathComponent("divan")
-        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-        directory.deleteLastPathComponent()
-    }
-    return URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build/debug/divan").standardized
-}()
 
 /// Real processes, real sockets, real disks: `divan up` starts three `divan server` processes, writes,
 /// reads on a follower, kills the leader with SIGKILL, waits for a new leader, writes again and brings

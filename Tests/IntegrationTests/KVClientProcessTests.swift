@@ -1,4 +1,5 @@
 import DivanServer
+import DivanTestSupport
 import Foundation
 import KVClient
 import KVWire

@@ -1,4 +1,5 @@
 import DivanServer
+import DivanTestSupport
 import Foundation
 
 /// Up to five `divan server` processes on loopback ports the OS picked, each with a data directory,

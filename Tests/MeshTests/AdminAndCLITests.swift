@@ -1,19 +1,9 @@
+import DivanTestSupport
 import Foundation
 import Mesh
 import NIOCore
 import NIOPosix
 import Testing
-
-/// The path of the `divan` binary built next to the test bundle.
-let divanBinary: URL = {
-    var directory = Bundle.main.bundleURL
-    while directory.path != "/" {
-        let candidate = directory.appendingPathComponent("divan")
-        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-        directory.deleteLastPathComponent()
-    }
-    return URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build/debug/divan").standardized
-}()
 
 @Suite(.serialized) struct AdminAndCLITests {
     @Test func adminEndpointServesMetricsReadinessConfigAndConnections() async throws {
@@ -76,14 +66,14 @@ let divanBinary: URL = {
         defer { try? FileManager.default.removeItem(at: directory) }
         let bad = directory.appendingPathComponent("bad.yaml")
         try "listeners:\n  - name: web\n    address: 127.0.0.1:99999\n    routes: [{cluster: nope}]\n".write(to: bad, atomically: true, encoding: .utf8)
-        let result = try await run([divanBinary.path, "mesh", "check", "--config", bad.path])
+        let result = try await run([divanExecutable.path, "mesh", "check", "--config", bad.path])
         #expect(result.status != 0)
         #expect(result.stderr.contains("bad.yaml:3: listeners[0].address"), "\(result.stderr)")
         #expect(result.stderr.contains("bad.yaml:4: listeners[0].routes[0].cluster"), "\(result.stderr)")
 
         let good = directory.appendingPathComponent("good.yaml")
         try httpConfig(upstreams: [1]).write(to: good, atomically: true, encoding: .utf8)
-        let ok = try await run([divanBinary.path, "mesh", "check", "--config", good.path])
+        let ok = try await run([divanExecutable.path, "mesh", "check", "--config", good.path])
         #expect(ok.status == 0, "\(ok.stderr)")
     }
 
@@ -99,7 +89,7 @@ let divanBinary: URL = {
             .replacingOccurrences(of: "  address: 127.0.0.1:0\nlisteners", with: "  address: 127.0.0.1:\(adminPort)\nlisteners")
             .write(to: config, atomically: true, encoding: .utf8)
         let process = Process()
-        process.executableURL = divanBinary
+        process.executableURL = divanExecutable
         process.arguments = ["mesh", "run", "--config", config.path, "--threads", "1"]
         process.standardError = FileHandle.nullDevice
         try process.run()
