@@ -180,6 +180,19 @@ enum Recovery {
     }
 
     /// The offset of the first non-zero byte in `raw[range]`, if any.
+    /// True when the record at `offset` declares a length that fits, and a valid record starts where
+    /// that length says it ends.
+    static func isFollowedByValidRecord(_ raw: UnsafeRawBufferPointer, at offset: Int) -> Bool {
+        guard offset + SegmentFormat.recordHeaderSize <= raw.count else { return false }
+        let length = Int(raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian)
+        let next = offset + SegmentFormat.recordHeaderSize + length
+        guard next + SegmentFormat.recordHeaderSize <= raw.count else { return false }
+        let nextLength = Int(raw.loadUnaligned(fromByteOffset: next, as: UInt32.self).littleEndian)
+        let nextEnd = next + SegmentFormat.recordHeaderSize + nextLength
+        guard nextLength > 0, nextEnd <= raw.count else { return false }
+        return isValidRecord(UnsafeRawBufferPointer(rebasing: raw[next..<nextEnd]))
+    }
+
     static func firstNonZero(_ raw: UnsafeRawBufferPointer, in range: Range<Int>) -> Int? {
         var i = range.lowerBound
         while i < range.upperBound && i & 7 != 0 {
@@ -241,7 +254,9 @@ enum Recovery {
                 throw StorageError.corruption(
                     file: path.string, offset: garbage, expected: "only zero bytes after the last record, which ends at \(offset)")
             }
-        } else if !isLast {
+        } else if !isLast || isFollowedByValidRecord(raw, at: offset) {
+            // A tear only cuts the end of the log. A bad record with an intact one right after it
+            // was damaged in place (a bit flip), and cutting there would drop acknowledged records.
             throw StorageError.corruption(
                 file: path.string, offset: offset, expected: "a record whose length, type and CRC32C are valid")
         }

@@ -96,6 +96,26 @@ func recordBounds(_ bytes: [UInt8]) -> [(start: Int, end: Int)] {
         #expect(offset == victim.start)
     }
 
+    /// Near the end of the last segment, within one batch of it, a flipped record that has valid
+    /// records after it is still corruption: cutting it as a torn tail would drop acknowledged
+    /// records (found by `divan chaos --faults disk`).
+    @Test func bitFlipNearTheEndOfTheLastSegmentWithRecordsAfterItIsCorruption() async throws {
+        let dir = TemporaryDirectory()
+        let segment = try await makeLog(dir, count: 40)
+        var bytes = try readFile(segment)
+        let records = recordBounds(bytes)
+        let victim = records[records.count - 3]
+        bytes[victim.end - 1] ^= 0x01
+        try writeFile(segment, bytes)
+        let error = storageError { _ = try WriteAheadLog(directory: dir.path, options: smallOptions()) }
+        guard case .corruption(let file, let offset, _)? = error else {
+            Issue.record("expected corruption, got \(String(describing: error))")
+            return
+        }
+        #expect(file == segment.string)
+        #expect(offset == victim.start)
+    }
+
     @Test func bitFlipInASegmentHeaderIsNamed() async throws {
         let dir = TemporaryDirectory()
         _ = try await makeLog(dir, count: 3000)
