@@ -109,6 +109,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The default backlog of 5 drops connections when a test opens dozens at once (h2load's
+    # streams become as many upstream connections), and the dropped ones wait out a SYN retry.
+    request_queue_size = 256
 
 
 server = Server(("127.0.0.1", int(sys.argv[3]) if len(sys.argv) > 3 else 0), Handler)
