@@ -179,20 +179,24 @@ enum Recovery {
         return crc.value == stored
     }
 
-    /// The offset of the first non-zero byte in `raw[range]`, if any.
-    /// True when the record at `offset` declares a length that fits, and a valid record starts where
-    /// that length says it ends.
-    static func isFollowedByValidRecord(_ raw: UnsafeRawBufferPointer, at offset: Int) -> Bool {
-        guard offset + SegmentFormat.recordHeaderSize <= raw.count else { return false }
-        let length = Int(raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian)
-        let next = offset + SegmentFormat.recordHeaderSize + length
-        guard next + SegmentFormat.recordHeaderSize <= raw.count else { return false }
-        let nextLength = Int(raw.loadUnaligned(fromByteOffset: next, as: UInt32.self).littleEndian)
-        let nextEnd = next + SegmentFormat.recordHeaderSize + nextLength
-        guard nextLength > 0, nextEnd <= raw.count else { return false }
-        return isValidRecord(UnsafeRawBufferPointer(rebasing: raw[next..<nextEnd]))
+    /// True when a valid record starts anywhere after `offset`. A bad record can declare any
+    /// length (a flip in its length field), so every later position that could start a record is
+    /// tried: a known type, zero reserved bytes, a length that fits, and a matching CRC32C.
+    /// This runs only on the last segment's first bad record, over at most the rest of that file.
+    static func hasValidRecord(_ raw: UnsafeRawBufferPointer, after offset: Int) -> Bool {
+        var start = offset + 1
+        while start + SegmentFormat.recordHeaderSize <= raw.count {
+            defer { start += 1 }
+            guard RecordType(rawValue: raw[start + 4]) != nil, raw[start + 5] == 0, raw[start + 6] == 0, raw[start + 7] == 0 else { continue }
+            let length = Int(raw.loadUnaligned(fromByteOffset: start, as: UInt32.self).littleEndian)
+            let end = start + SegmentFormat.recordHeaderSize + length
+            guard length > 0, end <= raw.count else { continue }
+            if isValidRecord(UnsafeRawBufferPointer(rebasing: raw[start..<end])) { return true }
+        }
+        return false
     }
 
+    /// The offset of the first non-zero byte in `raw[range]`, if any.
     static func firstNonZero(_ raw: UnsafeRawBufferPointer, in range: Range<Int>) -> Int? {
         var i = range.lowerBound
         while i < range.upperBound && i & 7 != 0 {
@@ -254,8 +258,8 @@ enum Recovery {
                 throw StorageError.corruption(
                     file: path.string, offset: garbage, expected: "only zero bytes after the last record, which ends at \(offset)")
             }
-        } else if !isLast || isFollowedByValidRecord(raw, at: offset) {
-            // A tear only cuts the end of the log. A bad record with an intact one right after it
+        } else if !isLast || hasValidRecord(raw, after: offset) {
+            // A tear only cuts the end of the log. A bad record with an intact one anywhere after it
             // was damaged in place (a bit flip), and cutting there would drop acknowledged records.
             throw StorageError.corruption(
                 file: path.string, offset: offset, expected: "a record whose length, type and CRC32C are valid")

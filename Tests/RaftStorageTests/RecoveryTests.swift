@@ -116,6 +116,25 @@ func recordBounds(_ bytes: [UInt8]) -> [(start: Int, end: Int)] {
         #expect(offset == victim.start)
     }
 
+    /// A flip in a record's length field makes the next record appear anywhere, or past the end of
+    /// the file; recovery must still see the intact records after it and refuse to cut them (found by
+    /// `divan chaos --faults disk`, which flipped bit 1 of a length's third byte).
+    @Test(arguments: 0..<32) func bitFlipInALengthFieldNearTheEndIsCorruption(bit: Int) async throws {
+        let dir = TemporaryDirectory()
+        let segment = try await makeLog(dir, count: 40)
+        var bytes = try readFile(segment)
+        let records = recordBounds(bytes)
+        let victim = records[records.count - 3]
+        bytes[victim.start + bit / 8] ^= UInt8(1) << (bit % 8)
+        try writeFile(segment, bytes)
+        let error = storageError { _ = try WriteAheadLog(directory: dir.path, options: smallOptions()) }
+        guard case .corruption(_, let offset, _)? = error else {
+            Issue.record("bit \(bit): expected corruption, got \(String(describing: error))")
+            return
+        }
+        #expect(offset == victim.start)
+    }
+
     @Test func bitFlipInASegmentHeaderIsNamed() async throws {
         let dir = TemporaryDirectory()
         _ = try await makeLog(dir, count: 3000)
