@@ -85,15 +85,40 @@ final class ClusterControl: Sendable {
         for id in learners.subtracting(oldLearners).sorted() { body += "add-learner \(id)\n" }
         for id in oldVoters.union(oldLearners).subtracting(voters.union(learners)).sorted() { body += "remove \(id)\n" }
         guard !body.isEmpty else { return nil }
+        let refusals = Shared<[Int: String]>([:])
         let proposed = waitUntil(within: seconds / 2) {
-            liveNodes.filter { $0 != except }.contains { AdminClient.request(port: servers.node($0).httpPort, "POST", "/membership", body: body)?.status == 200 }
+            liveNodes.filter { $0 != except }.contains { id in
+                let answer = AdminClient.request(port: servers.node(id).httpPort, "POST", "/membership", body: body)
+                if answer?.status == 200 { return true }
+                refusals.update { $0[id] = answer.map { "\($0.status) \($0.body.trimmingCharacters(in: .whitespacesAndNewlines))" } ?? "no answer" }
+                return false
+            }
         }
-        guard proposed else { return "no node accepted \(body.split(separator: "\n").joined(separator: ", "))" }
+        guard proposed else {
+            let answers = refusals.value.sorted { $0.key < $1.key }.map { "node \($0.key): \($0.value)" }.joined(separator: "; ")
+            return "no node accepted \(body.split(separator: "\n").joined(separator: ", ")) (\(answers))"
+        }
         membership.update { $0 = (voters, learners) }
         guard waitUntil(within: seconds, { membershipSettled(except: except) }) else {
-            return "the placement driver did not reach voters \(voters.sorted()) learners \(learners.sorted()) on every member within \(Int(seconds)) s"
+            let views = liveNodes.filter { $0 != except }.map { id in
+                status(id).map { "node \(id) has voters \($0.voters) learners \($0.learners)" } ?? "node \(id) gave no status"
+            }
+            return "the placement driver did not reach voters \(voters.sorted()) learners \(learners.sorted()) on every member within \(Int(seconds)) s (\(views.joined(separator: "; ")))"
         }
         pause(Self.regionCatchUp)
+        return nil
+    }
+
+    /// Asks node `from` to hand every group it leads to `to`, and waits until `to` leads the
+    /// placement driver's group. Returns what went wrong, or nil.
+    func transferLeadership(from: Int, to: Int, within seconds: Double = 5) -> String? {
+        guard let answer = AdminClient.request(port: servers.node(from).httpPort, "POST", "/transfer-leader", body: "\(to)") else {
+            return "node \(from) did not answer"
+        }
+        guard answer.status == 200 else { return "node \(from) refused: \(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))" }
+        guard waitUntil(within: seconds, { status(to)?.leader == to }) else {
+            return "\(answer.body.trimmingCharacters(in: .whitespacesAndNewlines)); node \(to) did not lead within \(Int(seconds)) s"
+        }
         return nil
     }
 

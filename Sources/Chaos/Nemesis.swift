@@ -15,6 +15,8 @@ public enum FaultKind: String, Sendable, CaseIterable {
     case replace
     /// Flip a bit in a stopped node's write-ahead log or snapshot, then start it.
     case disk
+    /// Hand leadership of every group the placement driver's leader leads to another voter.
+    case transfer
 }
 
 /// One fault as the nemesis log records it.
@@ -92,6 +94,14 @@ struct Nemesis: Sendable {
         case .disk:
             record.detail = "node \(node)"
             record.result = corruptDisk(node, random: &random)
+        case .transfer:
+            let voters = cluster.membership.value.voters
+            guard let leader = cluster.leader(), let target = voters.subtracting([leader]).sorted().randomElement(using: &random) else {
+                (record.detail, record.result) = ("of leadership", "skipped: no leader known")
+                break
+            }
+            record.detail = "of leadership from node \(leader) to node \(target)"
+            record.result = cluster.transferLeadership(from: leader, to: target) ?? "done"
         }
         return record
     }

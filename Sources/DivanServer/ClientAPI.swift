@@ -18,7 +18,9 @@ import KVWire
 /// - `POST /membership` with lines `add-voter ID`, `add-learner ID`, `remove ID`: changes the target
 ///   membership of every group; each group's leader moves its group there (joint consensus when
 ///   it changes more than one voter);
-/// - `POST /snapshot`: snapshot every group held here now and compact the log each covers.
+/// - `POST /snapshot`: snapshot every group held here now and compact the log each covers;
+/// - `POST /transfer-leader` with a node id as body: every group this node leads hands its
+///   leadership to that node (answers how many groups it asked).
 ///
 /// Failures answer 503 with a header `divan-outcome: definite` (it did not happen; retry anywhere) or
 /// `divan-outcome: indefinite` (it may have happened).
@@ -71,6 +73,26 @@ public enum ClientAPI {
                 }
             }
             return Response(status: .ok, body: lines)
+        }
+        if path == "/transfer-leader" {
+            guard method == .POST else { return Response(status: .methodNotAllowed, body: "POST\n") }
+            guard let word = body.split(whereSeparator: \.isWhitespace).first, let target = UInt64(word), target > 0 else {
+                return Response(status: .badRequest, body: "the body must be a node id\n")
+            }
+            var asked = 0
+            var refusals = ""
+            for group in store.groups where await group.status.role == .leader {
+                do {
+                    try await group.transferLeadership(to: target)
+                    asked += 1
+                } catch {
+                    refusals += "group \(group.group): \(error)\n"
+                }
+            }
+            guard asked > 0 else {
+                return Response(status: .serviceUnavailable, body: refusals.isEmpty ? "this node leads no group\n" : refusals)
+            }
+            return Response(status: .ok, body: "asked \(asked) groups\n" + refusals)
         }
         if path == "/membership" {
             guard method == .POST else { return Response(status: .methodNotAllowed, body: "POST\n") }

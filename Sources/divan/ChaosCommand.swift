@@ -13,7 +13,7 @@ struct ChaosCommand: ParsableCommand {
             Starts `divan server` processes (RocksDB, fsync on) whose Raft traffic goes through a \
             fault-injecting TCP relay, runs clients doing GET, SET and SET ... IFEQ over RESP against every \
             node, and a nemesis on a seeded schedule (kill -9, SIGSTOP, partitions, membership changes, nodes replaced by empty ones, bit \
-            flips on disk). Then it heals everything, waits for recovery, reads every key through every \
+            flips on disk, leader transfers). Then it heals everything, waits for recovery, reads every key through every \
             node, checks each key's history for linearizability and writes history.jsonl, nemesis.jsonl, \
             timeline.svg and report.txt to --output.
             Exit codes: 0 passed; 1 violation (not linearizable, or nodes disagree); 2 inconclusive (the \
@@ -47,7 +47,7 @@ struct ChaosCommand: ParsableCommand {
     @Option(help: "Election timeout of every node, in milliseconds.")
     var electionTimeoutMs = 500
 
-    @Option(help: "Faults to inject, comma-separated: kill, pause, partition, membership, replace, disk.")
+    @Option(help: "Faults to inject, comma-separated: kill, pause, partition, membership, replace, disk, transfer.")
     var faults = FaultKind.allCases.map(\.rawValue).joined(separator: ",")
 
     @Option(help: "Output directory (default: chaos-SEED).")
