@@ -275,28 +275,6 @@ struct BenchKV: AsyncParsableCommand {
         let put = await NodeHTTPClient.request(port: port, "POST", "/v3/kv/put", body: "{\"key\":\"cmVhZHk=\",\"value\":\"MQ==\"}")
         return put?.status == 200 ? port : nil
     }
-
-    private func executable(_ name: String) -> String? {
-        let directories = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") + ["/usr/sbin", "/usr/bin"]
-        return directories.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
-
-    private func loadAverage() -> String {
-        (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
-    }
-
-    /// User plus system CPU seconds of the given processes, all their threads included.
-    private func cpuSeconds(_ pids: [pid_t]) -> Double {
-        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-        return pids.reduce(0) { total, pid in
-            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")") else { return total }
-            let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
-            // Fields 14 and 15 of the line (utime, stime) are 11 and 12 after the command name.
-            guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return total }
-            return total + (user + system) / ticks
-        }
-    }
 }
 
 /// `value` with `digits` decimals and thousands separators for whole numbers.
