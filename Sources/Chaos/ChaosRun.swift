@@ -106,6 +106,10 @@ public enum ChaosRun {
             if servers.exitStatus(id) != nil || !servers.isUp(id) { try servers.start(id, relay: relay) }
         }
         var healNotes: [String] = []
+        for id in cluster.broken.value.sorted() {
+            servers.kill9(id)
+            healNotes.append("node \(id) was broken by a fault: " + (cluster.rejoin(id) ?? "replaced by an empty one"))
+        }
         if !waitUntil(within: 20, { cluster.membershipSettled() }) {
             let (voters, learners) = cluster.membership.value
             for id in ids where !voters.contains(id) && !learners.contains(id) {

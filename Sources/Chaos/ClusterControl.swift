@@ -30,6 +30,10 @@ final class ClusterControl: Sendable {
     let servers: ServerProcesses
     let relay: Relay
     let membership: Shared<(voters: Set<Int>, learners: Set<Int>)>
+    /// Nodes a fault left unable to serve (storage refused, or wiped and not added back): the nemesis
+    /// replaces them before it injects anything else, so faults never pile up past what the cluster
+    /// is built to survive.
+    let broken = Shared<Set<Int>>([])
 
     init(servers: ServerProcesses, relay: Relay) {
         self.servers = servers
@@ -88,7 +92,7 @@ final class ClusterControl: Sendable {
         let refusals = Shared<[Int: String]>([:])
         let proposed = waitUntil(within: seconds / 2) {
             liveNodes.filter { $0 != except }.contains { id in
-                let answer = AdminClient.request(port: servers.node(id).httpPort, "POST", "/membership", body: body)
+                let answer = AdminClient.request(port: servers.node(id).httpPort, "POST", "/membership", body: body, timeout: 8)
                 if answer?.status == 200 { return true }
                 refusals.update { $0[id] = answer.map { "\($0.status) \($0.body.trimmingCharacters(in: .whitespacesAndNewlines))" } ?? "no answer" }
                 return false
@@ -135,12 +139,14 @@ final class ClusterControl: Sendable {
         if let problem = changeMembership(voters: voters, learners: learners.subtracting([id]), except: id) { return "remove: \(problem)" }
         servers.kill9(id)
         servers.wipe(id)
+        broken.update { _ = $0.insert(id) }
         do {
             try servers.start(id, relay: relay)
         } catch {
             return "restart: \(error)"
         }
         if let problem = changeMembership(voters: voters, learners: learners, within: 30) { return "add back: \(problem)" }
+        broken.update { _ = $0.remove(id) }
         if wasVoter, let problem = changeMembership(voters: voters.union([id]), learners: learners.subtracting([id])) { return "promote: \(problem)" }
         return nil
     }

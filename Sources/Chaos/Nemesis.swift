@@ -49,6 +49,11 @@ struct Nemesis: Sendable {
         var records: [FaultRecord] = []
         while true {
             pause(Double.random(in: 1...3, using: &random))
+            if let id = cluster.broken.value.min() {
+                guard clock.seconds < end else { break }
+                records.append(repair(id))
+                continue
+            }
             let hold = Double.random(in: 2...5, using: &random)
             guard clock.seconds + hold < end, let kind = kinds.randomElement(using: &random) else { break }
             let start = clock.seconds
@@ -140,6 +145,16 @@ struct Nemesis: Sendable {
         }
     }
 
+    /// Replaces node `id`, which an earlier fault left broken, by an empty one.
+    private func repair(_ id: Int) -> FaultRecord {
+        var record = FaultRecord(kind: .replace, detail: "node \(id) (left broken by an earlier fault) by an empty one", start: clock.seconds, end: 0, result: "")
+        cluster.servers.kill9(id)
+        record.result = cluster.rejoin(id) ?? "done"
+        record.end = clock.seconds
+        log("nemesis: replace \(record.detail): \(record.result) [\(String(format: "%.1f", record.start))–\(String(format: "%.1f", record.end)) s]")
+        return record
+    }
+
     /// Starts node `id` again and reports whether it came up.
     private func restart(_ id: Int) -> String {
         do {
@@ -184,6 +199,8 @@ struct Nemesis: Sendable {
         }
         if let exitStatus {
             let reason = DiskFault.lastError(in: node.logFile)
+            // Until it is replaced, it serves nothing: the nemesis repairs it before its next fault.
+            cluster.broken.update { _ = $0.insert(id) }
             let rejoined = cluster.rejoin(id).map { "rejoin failed: \($0)" } ?? "wiped and rejoined"
             return "\(flipped); refused to start (exit \(exitStatus): \(reason)); \(rejoined)"
         }

@@ -112,7 +112,7 @@ final class ServerProcesses: Sendable {
         var arguments = [
             "server", "--id", "\(id)", "--listen", "127.0.0.1:\(node.raftPort)", "--http", "127.0.0.1:\(node.httpPort)",
             "--resp", "127.0.0.1:\(node.respPort)", "--peers", peers(of: id, relay: relay), "--data-dir", node.dataDirectory,
-            "--engine", "rocksdb", "--election-timeout-ms", "\(electionTimeoutMs)", "--log-level", "warning",
+            "--engine", "rocksdb", "--election-timeout-ms", "\(electionTimeoutMs)", "--log-level", "notice",
         ]
         if joins {
             arguments.append("--join")

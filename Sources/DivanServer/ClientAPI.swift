@@ -17,7 +17,7 @@ import KVWire
 /// - `GET /metrics`: the runtime's swift-metrics in Prometheus text format;
 /// - `POST /membership` with lines `add-voter ID`, `add-learner ID`, `remove ID`: changes the target
 ///   membership of every group; each group's leader moves its group there (joint consensus when
-///   it changes more than one voter);
+///   it changes more than one voter). 200 once the placement driver committed the target;
 /// - `POST /snapshot`: snapshot every group held here now and compact the log each covers;
 /// - `POST /transfer-leader` with a node id as body: every group this node leads hands its
 ///   leadership to that node (answers how many groups it asked).
@@ -112,9 +112,11 @@ public enum ClientAPI {
                     }
                 }
                 try await store.changeMembership(voters: voters, learners: learners)
-                return Response(status: .ok, body: "proposed\n")
+                return Response(status: .ok, body: "committed\n")
             } catch let error as MembershipRequestError {
                 return Response(status: .badRequest, body: "\(error)\n")
+            } catch let error as KVError {
+                return failure(error)
             } catch {
                 return Response(status: .serviceUnavailable, body: "\(error)\n", headers: [("divan-outcome", "definite")])
             }

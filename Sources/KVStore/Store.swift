@@ -251,9 +251,19 @@ public final class Store: Sendable {
     // MARK: - Placement driver
 
     /// Asks the placement driver to move every group to this membership.
-    public func changeMembership(voters: [NodeID], learners: [NodeID]) async throws {
+    ///
+    /// Returns once this store's replica of the placement driver has applied the new target, so the
+    /// change is committed. A follower only forwards the proposal, and a leader it believes in may
+    /// be gone: after `timeout` without the target applied, the outcome is unknown (indefinite).
+    public func changeMembership(voters: [NodeID], learners: [NodeID], timeout: Duration = .seconds(5)) async throws {
         guard let group = placement.withLock({ $0.group }) else { throw KVError.definite(.shuttingDown) }
         _ = try await group.submit(PlacementCommand.setMembership(voters: voters, learners: learners).encodedBytes(), id: 0)
+        let wanted = TargetMembership(voters: voters.sorted(), learners: learners.sorted())
+        let deadline = ContinuousClock.now + timeout
+        while placement.withLock({ $0.machine?.target.withLock { $0 } }) != wanted {
+            guard ContinuousClock.now < deadline else { throw KVError.indefinite(.timedOut) }
+            try await Task.sleep(for: .milliseconds(20))
+        }
     }
 
     /// The membership the cluster is moving to, if an operator set one.
