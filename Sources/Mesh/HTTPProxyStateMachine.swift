@@ -160,7 +160,8 @@ public struct HTTPProxyStateMachine: Sendable {
     public mutating func responseHead(_ head: HTTPResponseHead) -> [Action] {
         guard var current = exchange, phase == .proxying, !current.responseStarted else { return [.abort] }
         current.responseStarted = true
-        current.responseHeadClose = !head.isKeepAlive
+        // An HTTP/2 upstream's response says nothing of its connection (NIO reports HTTP/2 heads as not keep-alive).
+        current.responseHeadClose = head.version.major < 2 && !head.isKeepAlive
         // A response that ends before the request body was sent leaves the body unread: the connection can't continue.
         let closeAfter = current.closesConnection
         exchange = current
