@@ -145,6 +145,25 @@ func h2loadStatusCodes(_ output: String) -> [Int] {
         #expect(!result.stdout.contains("recv GOAWAY"), "\(result.stdout)")
     }
 
+    /// On a hot upgrade an upgraded connection is HTTP/2: never captured to move, it gets GOAWAY when the old
+    /// process stops accepting and finishes the stream it has open.
+    @Test func anUpgradedConnectionDrainsWithGoAwayOnAHotUpgrade() async throws {
+        let upstream = try await ChildProcess(script: "upstream.py")
+        defer { upstream.stop() }
+        let proxy = try await RunningProxy(yaml: httpConfig(upstreams: [upstream.port]))
+        let client = try BackgroundCommand(["nghttp", "-u", "-v", "-n", proxy.url("web", "/slow/3000")])
+        try await waitUntil("the connection to be upgraded") { await proxy.proxy.connectionCounts()["web"]?["http2"] == 1 }
+        let captured = await proxy.proxy.captureConnections(markingUpTo: 10)
+        #expect(captured.isEmpty, "an HTTP/2 connection must not move")
+        await proxy.proxy.stopAccepting()
+        let result = try await client.finish()
+        await proxy.stop()
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("HTTP/1.1 101 Switching Protocols"), "\(result.stdout)")
+        #expect(result.stdout.contains("recv GOAWAY frame"), "\(result.stdout)")
+        #expect(result.stdout.contains("recv (stream_id=1) :status: 200"), "\(result.stdout)")
+    }
+
     @Test func aRequestWithABodyIsServedOverHTTP1AndTheConnectionCloses() async throws {
         let upstream = try await ChildProcess(script: "upstream.py")
         defer { upstream.stop() }
