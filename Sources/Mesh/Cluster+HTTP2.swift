@@ -79,7 +79,4 @@ extension Cluster: HTTP2UpstreamEvents {
         recordOutcome(connection.endpoint, success: false)
         logger.debug("upstream HTTP/2 connection failed", metadata: ["endpoint": "\(config.endpoints[connection.endpoint])"])
     }
-
-    /// HTTP/2 connections open now, for tests and `/connections`.
-    public var http2Pool: HTTP2ConnectionPool { state.withLockedValue { $0.http2 } }
 }

@@ -14,7 +14,8 @@ final class HTTP2UpstreamConnection: Sendable {
     /// connection could not be made or closed before that.
     private let ready: EventLoopPromise<NIOHTTP2Handler.StreamMultiplexer>
     private let isSettled = NIOLockedValueBox(false)
-    private let channel = NIOLockedValueBox<Channel?>(nil)
+    /// The channel once connected, and whether `close()` came first (then it closes as soon as it connects).
+    private let channel = NIOLockedValueBox<(channel: Channel?, isClosing: Bool)>((nil, false))
 
     init(id: HTTP2ConnectionPool.ConnectionID, endpoint: Int, eventLoop: EventLoop) {
         self.id = id
@@ -25,7 +26,8 @@ final class HTTP2UpstreamConnection: Sendable {
 
     var multiplexer: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> { ready.futureResult }
 
-    /// Connects and installs the client pipeline; `events` hears of SETTINGS, GOAWAY and the close.
+    /// Connects and installs the client pipeline; `events` hears of SETTINGS, GOAWAY and the close. `timeout` bounds
+    /// the TCP connect and, again, the wait for the upstream's first SETTINGS frame.
     func connect(to address: SocketAddress, timeout: TimeAmount, events: any HTTP2UpstreamEvents) {
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
@@ -47,7 +49,14 @@ final class HTTP2UpstreamConnection: Sendable {
         bootstrap.connect(to: address).whenComplete { result in
             switch result {
             case .success(let channel):
-                self.channel.withLockedValue { $0 = channel }
+                let isClosing = self.channel.withLockedValue { state in
+                    state.channel = channel
+                    return state.isClosing
+                }
+                if isClosing { channel.close(promise: nil) }
+                // An endpoint that accepts the connection but never answers in HTTP/2 fails like one that refused it.
+                let deadline = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+                self.multiplexer.whenComplete { _ in deadline.cancel() }
                 channel.closeFuture.whenComplete { _ in
                     let neverReady = self.settle(.failure(ChannelError.ioOnClosedChannel))
                     events.http2ConnectionClosed(self, neverReady: neverReady)
@@ -75,7 +84,11 @@ final class HTTP2UpstreamConnection: Sendable {
 
     /// Closes the connection; its open streams fail (their requests get a 502).
     func close() {
-        channel.withLockedValue { $0 }?.close(promise: nil)
+        let channel = channel.withLockedValue { state in
+            state.isClosing = true
+            return state.channel
+        }
+        channel?.close(promise: nil)
     }
 
     /// Completes `multiplexer` unless it already is; returns whether this call did.

@@ -90,6 +90,26 @@ func h2loadStatusCodes(_ output: String) -> [Int] {
         #expect(upstream.stats.withLockedValue { $0.connections } == 6)
     }
 
+    @Test func anEndpointThatDoesNotSpeakHTTP2FailsLikeARefusedConnect() async throws {
+        let h1 = try await ChildProcess(script: "upstream.py", arguments: ["h1"])
+        defer { h1.stop() }
+        let h2 = try await HTTP2TestUpstream()
+        let proxy = try await RunningProxy(
+            yaml: httpConfig(upstreams: [h1.port, h2.port], clusterExtra: Self.http2 + "\n    connect_timeout: 500ms\n    retries: 1"))
+        // Round robin tries the HTTP/1.1-only endpoint for every other request; each is retried on the other one.
+        for _ in 0..<4 {
+            #expect(try await curl([proxy.url("web", "/")]).stdout == "h2\n")
+        }
+        // A POST is not retried: when round robin sends it to the HTTP/1.1-only endpoint it fails with 503.
+        var statuses: Set<String> = []
+        for _ in 0..<4 {
+            statuses.insert(try await curl(["-o", "/dev/null", "-w", "%{http_code}", "-d", "x", proxy.url("web", "/")]).stdout)
+        }
+        #expect(statuses == ["200", "503"])
+        await proxy.stop()
+        await h2.stop()
+    }
+
     @Test func healthChecksAndLoadBalancingWorkOverHTTP2() async throws {
         let stable = try await HTTP2TestUpstream(name: "stable")
         var flaky = try await HTTP2TestUpstream(name: "flaky")
