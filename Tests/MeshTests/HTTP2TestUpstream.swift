@@ -10,11 +10,12 @@ import NIOPosix
 /// Paths: `/echo` (the request body streamed back as it arrives, request headers as `x-echo-*`), `/bytes/N`
 /// (`upstreamPattern(N)` with a length), `/slow/MS` (answers after MS ms), `/die` (a response head and part of
 /// the body, then the whole connection is closed), `/die-early` (the connection closes before any response),
-/// `/health`, anything else: 200 with the server's name. Every response has `x-upstream` and `x-connection`.
+/// `/goaway` (GOAWAY on the connection, then an answer), `/health`, anything else: 200 with the server's name. Every response has `x-upstream` and `x-connection`.
 final class HTTP2TestUpstream: Sendable {
     /// What the server saw.
     struct Stats: Sendable {
         var connections = 0
+        var closedConnections = 0
         var openStreams: [Int: Int] = [:]
         /// The most streams open at once on any one connection.
         var maxConcurrentStreams = 0
@@ -45,6 +46,7 @@ final class HTTP2TestUpstream: Sendable {
                         return stats.connections
                     }
                     children.withLockedValue { $0.append(channel) }
+                    channel.closeFuture.whenComplete { _ in stats.withLockedValue { $0.closedConnections += 1 } }
                     var configuration = NIOHTTP2Handler.ConnectionConfiguration()
                     configuration.initialSettings = [HTTP2Setting(parameter: .maxConcurrentStreams, value: maxConcurrentStreams)]
                     _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
@@ -147,6 +149,11 @@ private final class TestUpstreamStreamHandler: ChannelInboundHandler {
             }
         } else if path == "/die-early" {
             context.channel.parent?.close(promise: nil)
+        } else if path == "/goaway" {
+            // Graceful: every stream already open may finish, no new one is taken.
+            let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: .maxID, errorCode: .noError, opaqueData: nil))
+            context.channel.parent?.writeAndFlush(goAway, promise: nil)
+            answer("\(name)\n", headers: headers, version: head.version, context: context)
         } else {
             answer("\(name)\n", headers: headers, version: head.version, context: context)
         }

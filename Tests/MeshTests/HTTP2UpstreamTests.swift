@@ -90,6 +90,22 @@ func h2loadStatusCodes(_ output: String) -> [Int] {
         #expect(upstream.stats.withLockedValue { $0.connections } == 6)
     }
 
+    @Test func goAwayFromTheUpstreamDrainsTheConnection() async throws {
+        let upstream = try await HTTP2TestUpstream()
+        let proxy = try await RunningProxy(yaml: httpConfig(upstreams: [upstream.port], clusterExtra: Self.http2))
+        // One client connection, so both requests share one upstream connection: the slow one is in flight when
+        // the GOAWAY comes, and finishes.
+        let both = try await run(["nghttp", "-v", "-n", proxy.url("web", "/slow/500"), proxy.url("web", "/goaway")])
+        #expect(both.status == 0, "\(both.stdout)\(both.stderr)")
+        #expect(both.stdout.components(separatedBy: ":status: 200").count == 3, "\(both.stdout)")
+        // The proxy closes the drained connection once its streams are done, and opens another when needed.
+        try await waitUntil("the drained connection to be closed") { upstream.stats.withLockedValue { $0.closedConnections } == 1 }
+        #expect(try await curl([proxy.url("web", "/")]).stdout == "h2\n")
+        #expect(upstream.stats.withLockedValue { $0.connections } == 2)
+        await proxy.stop()
+        await upstream.stop()
+    }
+
     @Test func anEndpointThatDoesNotSpeakHTTP2FailsLikeARefusedConnect() async throws {
         let h1 = try await ChildProcess(script: "upstream.py", arguments: ["h1"])
         defer { h1.stop() }
