@@ -118,6 +118,9 @@ public struct H2CUpgradePreface: Sendable {
         case needMoreBytes
         /// Pass these on; the rewriting is done.
         case forward(ByteBuffer)
+        /// The client's SETTINGS are too large to carry the header's too (past the 16 KB frame size): close the
+        /// connection, since passing them on alone would leave stream 1 unanswered.
+        case close
     }
 
     static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
@@ -144,7 +147,8 @@ public struct H2CUpgradePreface: Sendable {
         let flags = received.getInteger(at: start + 4, as: UInt8.self)!
         let streamID = received.getInteger(at: start + 5, as: UInt32.self)! & 0x7fff_ffff
         let isSettings = type == 0x4 && flags & 0x1 == 0 && streamID == 0 && length % 6 == 0
-        guard isSettings, length + settingsPayload.count <= H2CUpgrade.maxFrameSize else { return .forward(received) }
+        guard isSettings else { return .forward(received) }
+        guard length + settingsPayload.count <= H2CUpgrade.maxFrameSize else { return .close }
         guard received.readableBytes >= prefaceLength + 9 + length else { return .needMoreBytes }
         var out = ByteBuffer()
         out.writeBytes(Self.preface)

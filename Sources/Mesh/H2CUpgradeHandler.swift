@@ -82,6 +82,8 @@ final class H2CUpgradePrefaceHandler: ChannelInboundHandler, RemovableChannelHan
         case .forward(let bytes):
             context.fireChannelRead(wrapInboundOut(bytes))
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        case .close:
+            context.close(promise: nil)
         }
     }
 }

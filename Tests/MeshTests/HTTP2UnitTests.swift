@@ -151,13 +151,18 @@ import Testing
         #expect(outputs.count == 24 + 9 + 6)
     }
 
-    @Test func bytesThatAreNotAPrefaceGoThroughUnchanged() throws {
+    @Test func otherBytesGoThroughUnchangedAndOversizedSettingsEndTheConnection() throws {
         var preface = H2CUpgradePreface(settingsPayload: [], stream1: ByteBuffer())
         #expect(preface.receive(ByteBuffer(string: "GET / HTTP/1.1\r\n")) == .forward(ByteBuffer(string: "GET / HTTP/1.1\r\n")))
         var ping = ByteBuffer(string: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         ping.writeBytes([0, 0, 8, 6, 0, 0, 0, 0, 0] + [UInt8](repeating: 7, count: 8))
         var notSettings = H2CUpgradePreface(settingsPayload: [], stream1: ByteBuffer())
         #expect(notSettings.receive(ping) == .forward(ping))
+        // SETTINGS that leave no room for the header's in one frame end the connection rather than lose stream 1.
+        var huge = ByteBuffer(string: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        huge.writeBytes([0, 0x3f, 0xfc, 4, 0, 0, 0, 0, 0] + [UInt8](repeating: 0, count: 0x3ffc))
+        var tooMuch = H2CUpgradePreface(settingsPayload: Self.curlSettingsBytes, stream1: ByteBuffer())
+        #expect(tooMuch.receive(huge) == .close)
     }
 
     @Test func stream1CarriesTheRequestWithoutHopByHopFieldsAndLargeHeadsUseContinuation() throws {
