@@ -48,9 +48,11 @@ enum HealthProbe {
                     send(head, on: channel)
                     return
                 }
-                let stream = channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self)
-                }.flatMap { $0.multiplexer }.flatMap { multiplexer in
+                guard let multiplexer = try? channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self).multiplexer else {
+                    result.succeed(false)
+                    return
+                }
+                let stream = multiplexer.flatMap { multiplexer in
                     multiplexer.createStreamChannel { stream in
                         stream.eventLoop.makeCompletedFuture {
                             try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .http))
