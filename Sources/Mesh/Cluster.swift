@@ -4,7 +4,8 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// The runtime of one cluster: resolved endpoints, the balancer, limits and the upstream connection pool.
+/// The runtime of one cluster: resolved endpoints, the balancer, limits and the upstream connection pool
+/// (HTTP/1.1 keep-alive connections, or multiplexed HTTP/2 connections with a stream per request).
 public final class Cluster: Sendable {
     /// Why no upstream connection could be had.
     public enum AcquireError: Error, Sendable {
@@ -13,7 +14,7 @@ public final class Cluster: Sendable {
         case connectFailed
     }
 
-    /// An upstream connection lent to one request or tunnel.
+    /// An upstream connection (or, for an HTTP/2 cluster, a stream) lent to one request or tunnel.
     public struct Lease: Sendable {
         public let channel: Channel
         public let endpoint: Int
@@ -25,6 +26,8 @@ public final class Cluster: Sendable {
         var idle: [[Channel]]
         var openConnections = 0
         var pendingRequests = 0
+        var http2 = HTTP2ConnectionPool()
+        var http2Connections: [HTTP2ConnectionPool.ConnectionID: HTTP2UpstreamConnection] = [:]
     }
 
     public let config: ClusterConfig
@@ -52,7 +55,8 @@ public final class Cluster: Sendable {
     /// A snapshot of the balancer, for `/connections` and tests.
     public var balancerState: LoadBalancer { state.withLockedValue { $0.balancer } }
 
-    /// Acquires an HTTP/1.1 upstream connection on `loop`: a pooled one when possible, else a new one.
+    /// Acquires an upstream for one HTTP request on `loop`: a pooled HTTP/1.1 connection when possible, else a new
+    /// one; or, for an HTTP/2 cluster, a new stream on a connection with room, opening a connection when none has.
     /// Connect failures are retried on other endpoints when `mayRetry`; each attempt counts for outlier detection.
     func acquireHTTP(on loop: EventLoop, mayRetry: Bool) -> EventLoopFuture<Lease> {
         let admitted = state.withLockedValue { state -> Bool in
@@ -65,7 +69,11 @@ public final class Cluster: Sendable {
             return loop.makeFailedFuture(AcquireError.overloaded)
         }
         metrics?.upstreamRequests.increment()
-        let future = attempt(on: loop, excluding: [], attemptsLeft: mayRetry ? config.retries : 0, http: true)
+        let attemptsLeft = mayRetry ? config.retries : 0
+        let future =
+            config.proto == .http2
+            ? attemptHTTP2(on: loop, excluding: [], attemptsLeft: attemptsLeft)
+            : attempt(on: loop, excluding: [], attemptsLeft: attemptsLeft, http: true)
         future.whenFailure { _ in self.state.withLockedValue { $0.pendingRequests -= 1 } }
         return future
     }
@@ -139,19 +147,25 @@ public final class Cluster: Sendable {
         }
     }
 
-    /// Ends a request on a lease; a reusable HTTP connection goes back to the pool, any other is closed.
+    /// Ends a request on a lease; a reusable HTTP/1.1 connection goes back to the pool, any other is closed.
+    ///
+    /// An HTTP/2 stream is never reused: one whose exchange ended cleanly (`reusable`) closes by itself, any other is
+    /// reset (RST_STREAM), which leaves the connection and its other streams alone.
     func release(_ lease: Lease, reusable: Bool, success: Bool, isHTTP: Bool = true) {
+        let isStream = isHTTP && config.proto == .http2
         let keep = state.withLockedValue { state -> Bool in
             state.balancer.requestFinished(lease.endpoint)
             if isHTTP { state.pendingRequests -= 1 }
-            guard reusable, lease.channel.isActive,
+            guard !isStream, reusable, lease.channel.isActive,
                 state.idle[lease.endpoint].count < config.maxIdleConnectionsPerEndpoint
             else { return false }
             state.idle[lease.endpoint].append(lease.channel)
             return true
         }
         recordOutcome(lease.endpoint, success: success)
-        if keep {
+        if isStream {
+            if !reusable { lease.channel.close(promise: nil) }
+        } else if keep {
             lease.channel.closeFuture.whenComplete { _ in
                 self.state.withLockedValue { state in
                     state.idle[lease.endpoint].removeAll { $0 === lease.channel }
@@ -186,13 +200,20 @@ public final class Cluster: Sendable {
         }
     }
 
-    /// Closes every pooled connection.
+    /// Ends a lease that was acquired but never used (its request went away meanwhile).
+    func releaseUnused(_ lease: Lease) {
+        // A pooled HTTP/1.1 connection can serve the next request; a stream, once opened, serves nobody else.
+        release(lease, reusable: config.proto == .http1 && lease.channel.isActive, success: true)
+    }
+
+    /// Closes every pooled HTTP/1.1 connection and every HTTP/2 connection.
     func closeIdle() {
-        let channels = state.withLockedValue { state -> [Channel] in
+        let (channels, http2) = state.withLockedValue { state -> ([Channel], [HTTP2UpstreamConnection]) in
             let all = state.idle.flatMap { $0 }
             state.idle = Array(repeating: [], count: state.idle.count)
-            return all
+            return (all, Array(state.http2Connections.values))
         }
         for channel in channels { channel.close(promise: nil) }
+        for connection in http2 { connection.close() }
     }
 }

@@ -10,7 +10,8 @@ struct ListenerContext: Sendable {
     let logger: Logger
 }
 
-/// The upstream side of a proxied HTTP request: relays response parts to the client handler that leases it.
+/// The upstream side of a proxied HTTP request, on a pooled HTTP/1.1 connection or an HTTP/2 stream: relays
+/// response parts to the client handler that leases it.
 final class UpstreamHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
@@ -31,7 +32,11 @@ final class UpstreamHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
-        owner.upstreamRead(unwrapInboundIn(data))
+        let part = unwrapInboundIn(data)
+        // Interim responses (103 Early Hints and the like) are not relayed: HTTP/1.1 upstreams have them dropped by
+        // the decoder, and an HTTP/2 stream hands them over like a final head.
+        if case .head(let head) = part, (100..<200).contains(head.status.code) { return }
+        owner.upstreamRead(part)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -264,7 +269,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 guard handler.context != nil, handler.machine.phase == .waitingForUpstream,
                     let upstream = try? lease.channel.pipeline.syncOperations.handler(type: UpstreamHTTPHandler.self)
                 else {
-                    cluster.release(lease, reusable: lease.channel.isActive, success: true)
+                    cluster.releaseUnused(lease)
                     return
                 }
                 upstream.owner = handler

@@ -57,6 +57,9 @@ public struct HTTPProxyStateMachine: Sendable {
 
     struct Exchange: Sendable {
         var requestHead: HTTPRequestHead
+        /// The client connection closes after this response: the client asked so, or the request asked to switch
+        /// protocols and is answered over HTTP/1.1 (see `HTTPRules.isUpgradeRequest`).
+        var closesConnection: Bool
         var requestDone = false
         var responseStarted = false
         var responseHeadClose = false
@@ -91,7 +94,8 @@ public struct HTTPProxyStateMachine: Sendable {
             return [.respondAndClose(.notFound)]
         }
         let expects = head.headers["expect"].contains { $0.lowercased() == "100-continue" }
-        exchange = Exchange(requestHead: head, expectsContinue: expects)
+        exchange = Exchange(
+            requestHead: head, closesConnection: !head.isKeepAlive || HTTPRules.isUpgradeRequest(head), expectsContinue: expects)
         phase = .waitingForUpstream
         let upstreamHead = HTTPRules.upstreamRequestHead(head, clientIP: clientIP)
         return [
@@ -156,9 +160,10 @@ public struct HTTPProxyStateMachine: Sendable {
     public mutating func responseHead(_ head: HTTPResponseHead) -> [Action] {
         guard var current = exchange, phase == .proxying, !current.responseStarted else { return [.abort] }
         current.responseStarted = true
-        current.responseHeadClose = !head.isKeepAlive
+        // An HTTP/2 upstream's response says nothing of its connection (NIO reports HTTP/2 heads as not keep-alive).
+        current.responseHeadClose = head.version.major < 2 && !head.isKeepAlive
         // A response that ends before the request body was sent leaves the body unread: the connection can't continue.
-        let closeAfter = !current.requestHead.isKeepAlive
+        let closeAfter = current.closesConnection
         exchange = current
         return [.relayHead(HTTPRules.clientResponseHead(head, closeAfter: closeAfter, requestVersion: current.requestHead.version))]
     }
@@ -170,7 +175,7 @@ public struct HTTPProxyStateMachine: Sendable {
 
     public mutating func responseEnd() -> [Action] {
         guard let current = exchange, phase == .proxying, current.responseStarted else { return [] }
-        let closeClient = !current.requestHead.isKeepAlive || !current.requestDone
+        let closeClient = current.closesConnection || !current.requestDone
         let reuse = !current.responseHeadClose && current.requestDone
         exchange = nil
         completedRequests += 1

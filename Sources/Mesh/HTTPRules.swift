@@ -2,10 +2,11 @@ import NIOHTTP1
 
 /// The pure HTTP/1.1 proxy rules: routing, hop-by-hop headers, limits.
 public enum HTTPRules {
-    /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus the ones a `Connection` header names.
+    /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1; `HTTP2-Settings` is one by RFC 7540
+    /// §3.2.1), plus the ones a `Connection` header names.
     static let hopByHop: Set<String> = [
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-        "proxy-authenticate", "proxy-authorization",
+        "proxy-authenticate", "proxy-authorization", "http2-settings",
     ]
 
     /// The first route matching the request, or `nil` (the client gets a 404).
@@ -79,6 +80,16 @@ public enum HTTPRules {
         return HTTPResponseHead(version: requestVersion.isAtLeast11 ? .http1_1 : requestVersion, status: head.status, headers: headers)
     }
 
+    /// Whether the request asks to switch protocols (`Connection: upgrade` and an `Upgrade` field, or CONNECT).
+    ///
+    /// The HTTP/1.1 parser stops at the end of such a request, taking what follows for the new protocol; when the
+    /// proxy answers it over HTTP/1.1 instead (anything but an h2c upgrade it accepts), nothing after it on the
+    /// connection would ever be parsed, so the connection closes after the response.
+    public static func isUpgradeRequest(_ head: HTTPRequestHead) -> Bool {
+        head.method == .CONNECT
+            || head.headers.contains(name: "upgrade") && head.headers["connection"].contains { $0.split(separator: ",").contains { $0.trimmingSpaces().lowercased() == "upgrade" } }
+    }
+
     /// Whether a retry after a failed connect is safe (RFC 9110 §9.2.2).
     public static func isIdempotent(_ method: HTTPMethod) -> Bool {
         switch method {
@@ -111,7 +122,7 @@ public enum HTTPRules {
 }
 
 extension Substring {
-    fileprivate func trimmingSpaces() -> Substring {
+    func trimmingSpaces() -> Substring {
         var text = self
         while text.first == " " || text.first == "\t" { text.removeFirst() }
         while text.last == " " || text.last == "\t" { text.removeLast() }

@@ -31,6 +31,7 @@ extension MeshConfig {
         for cluster in clusters {
             out += [
                 "  - name: \(quoted(cluster.name))", "    endpoints: [\(cluster.endpoints.map { quoted($0.description) }.joined(separator: ", "))]",
+                "    protocol: \(cluster.proto.rawValue)",
                 "    load_balancing: \(cluster.loadBalancing.rawValue)", "    connect_timeout: \(render(cluster.connectTimeout))",
                 "    max_connections: \(cluster.maxConnections)", "    max_pending_requests: \(cluster.maxPendingRequests)",
                 "    retries: \(cluster.retries)", "    max_idle_connections_per_endpoint: \(cluster.maxIdleConnectionsPerEndpoint)",

@@ -293,7 +293,7 @@ private struct ConfigReader {
 
     mutating func readCluster(_ node: Node, _ field: String) -> ClusterConfig? {
         let allowed: Set<String> = [
-            "name", "endpoints", "load_balancing", "connect_timeout", "max_connections", "max_pending_requests",
+            "name", "endpoints", "protocol", "load_balancing", "connect_timeout", "max_connections", "max_pending_requests",
             "retries", "max_idle_connections_per_endpoint", "health_check", "outlier_detection",
         ]
         guard let map = mapping(node, field, allowed: allowed) else { return nil }
@@ -314,6 +314,14 @@ private struct ConfigReader {
             fail(node, path(field, "endpoints"), "is required")
         }
         var cluster = ClusterConfig(name: name ?? "", endpoints: endpoints)
+        if let text = string(map, "protocol", field) {
+            if let proto = UpstreamProtocol(rawValue: text) {
+                cluster.proto = proto
+            } else {
+                let names = UpstreamProtocol.allCases.map(\.rawValue).joined(separator: ", ")
+                fail(map["protocol"], path(field, "protocol"), "must be one of \(names)")
+            }
+        }
         if let text = string(map, "load_balancing", field) {
             if let policy = LoadBalancingPolicy(rawValue: text) {
                 cluster.loadBalancing = policy

@@ -105,10 +105,20 @@ public enum LoadBalancingPolicy: String, Sendable, Equatable, CaseIterable {
     case random
 }
 
+/// The HTTP version the proxy speaks to a cluster's endpoints.
+public enum UpstreamProtocol: String, Sendable, Equatable, CaseIterable {
+    /// HTTP/1.1: a pool of keep-alive connections per endpoint, one request at a time on each.
+    case http1
+    /// HTTP/2 with prior knowledge (h2c): a few multiplexed connections per endpoint, a stream per request.
+    case http2
+}
+
 /// A set of interchangeable upstream endpoints.
 public struct ClusterConfig: Sendable, Equatable {
     public var name: String
     public var endpoints: [SocketAddressSpec]
+    /// How HTTP requests reach the endpoints (TCP listeners relay bytes whatever this says).
+    public var proto: UpstreamProtocol
     public var loadBalancing: LoadBalancingPolicy
     public var connectTimeout: Duration
     /// Upstream connections open at once (pooled or busy); past it new requests get a 503.
@@ -117,19 +127,20 @@ public struct ClusterConfig: Sendable, Equatable {
     public var maxPendingRequests: Int
     /// Extra attempts for an idempotent request whose connection could not be made.
     public var retries: Int
-    /// Idle pooled connections kept per endpoint and event loop.
+    /// Idle pooled HTTP/1.1 connections kept per endpoint and event loop.
     public var maxIdleConnectionsPerEndpoint: Int
     public var healthCheck: HealthCheckConfig?
     public var outlierDetection: OutlierDetectionConfig?
 
     public init(
-        name: String, endpoints: [SocketAddressSpec], loadBalancing: LoadBalancingPolicy = .roundRobin,
+        name: String, endpoints: [SocketAddressSpec], proto: UpstreamProtocol = .http1, loadBalancing: LoadBalancingPolicy = .roundRobin,
         connectTimeout: Duration = .seconds(2), maxConnections: Int = 10_000, maxPendingRequests: Int = 10_000,
         retries: Int = 1, maxIdleConnectionsPerEndpoint: Int = 64, healthCheck: HealthCheckConfig? = nil,
         outlierDetection: OutlierDetectionConfig? = nil
     ) {
         self.name = name
         self.endpoints = endpoints
+        self.proto = proto
         self.loadBalancing = loadBalancing
         self.connectTimeout = connectTimeout
         self.maxConnections = maxConnections

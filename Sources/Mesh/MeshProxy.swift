@@ -213,7 +213,8 @@ public final class MeshProxy: Sendable {
 
     /// Builds an HTTP client connection's pipeline; the same for accepted and adopted sockets.
     ///
-    /// The first bytes pick the protocol: the HTTP/2 preface (h2c with prior knowledge) or HTTP/1.1.
+    /// The first bytes pick the protocol: the HTTP/2 preface (h2c with prior knowledge) or HTTP/1.1, which a request
+    /// may still switch to HTTP/2 (`Upgrade: h2c`, see `H2CUpgradeHandler`).
     func configureHTTP(_ channel: Channel, listener: ListenerContext) throws {
         let sniffer = ProtocolSniffer { channel, choice in
             switch choice {
@@ -239,10 +240,11 @@ public final class MeshProxy: Sendable {
             ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)),
             name: MeshPipelineNames.decoder)
         try sync.addHandler(HTTPServerPipelineHandler())
+        try sync.addHandler(H2CUpgradeHandler(listener: listener))
         try sync.addHandler(HTTPProxyHandler(listener: listener), name: MeshPipelineNames.proxy)
     }
 
-    /// HTTP/2 toward the client: each stream gets its own `HTTPProxyHandler`, speaking HTTP/1.1 upstream.
+    /// HTTP/2 toward the client: each stream gets its own `HTTPProxyHandler`, whatever the cluster speaks upstream.
     static func configureHTTP2(_ channel: Channel, listener: ListenerContext) throws {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         connection.initialSettings = [
@@ -312,7 +314,8 @@ public final class MeshProxy: Sendable {
             let loop = group.next()
             for index in cluster.config.endpoints.indices {
                 let task = loop.scheduleRepeatedAsyncTask(initialDelay: .zero, delay: TimeAmount(check.interval)) { _ in
-                    HealthProbe.run(check: check, address: cluster.addresses[index], host: cluster.config.endpoints[index].description, on: loop)
+                    HealthProbe.run(
+                        check: check, proto: cluster.config.proto, address: cluster.addresses[index], host: cluster.config.endpoints[index].description, on: loop)
                         .map { success in cluster.recordProbe(index, success: success) }
                 }
                 tasks.append(task)

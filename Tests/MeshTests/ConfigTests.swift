@@ -28,6 +28,7 @@ import Testing
             outlier_detection: { consecutive_failures: 3, ejection_time: 10s }
           - name: web
             endpoints: [localhost:8000]
+            protocol: http2
         """
 
     @Test func parsesEveryField() throws {
@@ -46,6 +47,8 @@ import Testing
         #expect(api.loadBalancing == .leastRequest)
         #expect(api.healthCheck == HealthCheckConfig(kind: .http, path: "/healthz", interval: .seconds(2)))
         #expect(api.outlierDetection?.consecutiveFailures == 3)
+        #expect(api.proto == .http1, "HTTP/1.1 upstreams by default")
+        #expect(config.cluster(named: "web")?.proto == .http2)
     }
 
     @Test func effectiveConfigRoundTrips() throws {
@@ -64,6 +67,8 @@ import Testing
         ("listeners:\n  - name: t\n    address: 1.2.3.4:80\n    protocol: tcp\nclusters:\n  - name: c\n    endpoints: []\n",
          [(2, "listeners[0].cluster"), (7, "clusters[0].endpoints")]),
         ("listeners: [\n", [(2, "")]),
+        ("listeners:\n  - name: a\n    address: 1.2.3.4:80\n    routes: [{cluster: c}]\nclusters:\n  - name: c\n    endpoints: [1.2.3.4:80]\n    protocol: h2c\n",
+         [(8, "clusters[0].protocol")]),
         // "@admin" names the admin socket in a hot upgrade; "@" names are reserved.
         ("listeners:\n  - name: '@admin'\n    address: 1.2.3.4:80\n    routes: [{cluster: c}]\nclusters:\n  - name: c\n    endpoints: [1.2.3.4:80]\n",
          [(2, "listeners[0].name")]),
