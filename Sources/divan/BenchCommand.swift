@@ -4,6 +4,6 @@ import ArgumentParser
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print figures for docs/benchmarks.md.",
-        subcommands: [BenchWAL.self, BenchRaft.self, BenchIdleGroups.self, BenchNode.self, BenchKV.self, BenchMesh.self]
+        subcommands: [BenchWAL.self, BenchRaft.self, BenchIdleGroups.self, BenchNode.self, BenchKV.self, BenchMesh.self, BenchUpgrade.self]
     )
 }
