@@ -45,9 +45,7 @@ struct BenchKV: AsyncParsableCommand {
         for tool in needed where executable(tool) == nil {
             throw ValidationError("\(tool) is not installed (scripts/bench-kv installs redis-server, redis-tools, etcd-server, linux-perf)")
         }
-        var template = Array("\(NSTemporaryDirectory())/divan-bench-kv.XXXXXX".utf8CString)
-        guard let created = mkdtemp(&template) else { throw ValidationError("cannot create a temporary directory") }
-        let children = BenchChildren(directory: String(cString: created))
+        let children = try BenchChildren(scratchNamed: "kv")
         let signals = children.stopOnSignals()
         defer {
             children.stopAllAndClean()

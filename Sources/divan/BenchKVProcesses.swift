@@ -18,6 +18,13 @@ final class BenchChildren: Sendable {
 
     init(directory: String) { self.directory = directory }
 
+    /// Children of a new scratch directory, `divan-bench-NAME.XXXXXX` in the temporary directory.
+    convenience init(scratchNamed name: String) throws {
+        var template = Array("\(NSTemporaryDirectory())/divan-bench-\(name).XXXXXX".utf8CString)
+        guard let created = mkdtemp(&template) else { throw ValidationError("cannot create a temporary directory") }
+        self.init(directory: String(cString: created))
+    }
+
     /// Starts `executable` with `arguments`, its output written to `log` (or discarded); refuses once
     /// everything is being stopped.
     func launch(_ executable: String, _ arguments: [String], log: String? = nil) throws -> ChildProcess {

@@ -41,9 +41,7 @@ struct BenchMesh: AsyncParsableCommand {
             }
             tools[tool] = path
         }
-        var template = Array("\(NSTemporaryDirectory())/divan-bench-mesh.XXXXXX".utf8CString)
-        guard let created = mkdtemp(&template) else { throw ValidationError("cannot create a temporary directory") }
-        let children = BenchChildren(directory: String(cString: created))
+        let children = try BenchChildren(scratchNamed: "mesh")
         let signals = children.stopOnSignals()
         defer {
             children.stopAllAndClean()

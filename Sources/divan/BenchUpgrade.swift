@@ -53,9 +53,7 @@ struct BenchUpgrade: AsyncParsableCommand {
         guard Int(limit.rlim_cur) > connections + idle + 1_000 else {
             throw ValidationError("the open-file limit (\(limit.rlim_cur)) is too low for \(connections) + \(idle) connections")
         }
-        var template = Array("\(NSTemporaryDirectory())/divan-bench-upgrade.XXXXXX".utf8CString)
-        guard let created = mkdtemp(&template) else { throw ValidationError("cannot create a temporary directory") }
-        let children = BenchChildren(directory: String(cString: created))
+        let children = try BenchChildren(scratchNamed: "upgrade")
         let signals = children.stopOnSignals()
         defer {
             children.stopAllAndClean()
