@@ -114,9 +114,11 @@ public final class MeshProxy: Sendable {
                 }
             }
             .withConnectedSocket(descriptor).get()
-        try await channel.eventLoop.flatSubmit {
-            (try? channel.pipeline.syncOperations.handler(type: HTTP2HandoverGate.self))?.resumeAfterAdoption()
-            return channel.setOption(.autoRead, value: true)
+        try await channel.eventLoop.submit {
+            // autoRead first: NIO's stream channels take the parent's autoRead when they are created, and the pre-read
+            // bytes may open streams. The socket is read only on a later turn of the loop, after the bytes below.
+            try channel.syncOptions?.setOption(.autoRead, value: true)
+            try channel.pipeline.syncOperations.handler(type: HTTP2HandoverGate.self).resumeAfterAdoption()
         }.get()
     }
 
