@@ -24,6 +24,8 @@ struct HTTP2FrameScanner: Sendable {
     }
 
     static let clientPreface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+    /// The largest frame payload before the peer's SETTINGS_MAX_FRAME_SIZE is known (RFC 9113 §4.2).
+    static let maxKeptPayload = 16_384
 
     /// Bytes of the client's connection preface still to come (only the client → server direction has one).
     private var prefaceLeft: Int
@@ -72,7 +74,8 @@ struct HTTP2FrameScanner: Sendable {
                 payloadLeft = length
             }
             let taken = min(payloadLeft, count - offset)
-            if taken > 0, current!.type == 0x4 || current!.type == 0x8 {
+            // Only payloads a valid frame can have (NIO refuses longer frames right after): a bogus length costs nothing.
+            if taken > 0, current!.type == 0x4 || current!.type == 0x8, current!.length <= Self.maxKeptPayload {
                 current!.payload += bytes.getBytes(at: base + offset, length: taken)!
             }
             offset += taken

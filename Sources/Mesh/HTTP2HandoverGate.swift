@@ -28,7 +28,7 @@ final class HTTP2HandoverGate: ChannelDuplexHandler, RemovableChannelHandler {
         case notYet
         /// Quiet: the connection's state; the gate holds everything still.
         case quiet(HandoverConnection.HTTP2State)
-        /// It draining with GOAWAY (no quiet point in time, or it was ending anyway): it stays here.
+        /// Draining with GOAWAY (no quiet point in time, or it was ending anyway): it stays here.
         case draining
     }
 

@@ -3,7 +3,6 @@ import Glibc
 #endif
 import HotUpgrade
 import NIOCore
-import NIOHTTP2
 
 /// The proxy as both sides of a hot upgrade: it gives its listeners and connections away (old process) and adopts
 /// them (new process, or the old one taking back what a failed new process never acknowledged).
