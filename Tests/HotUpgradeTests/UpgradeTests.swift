@@ -326,6 +326,44 @@ import Testing
         #expect(!chain.log.contains("never reached a safe point"))
     }
 
+    /// h2load (nghttp2) with many streams per connection, through ten upgrades. h2load reconnects silently after
+    /// GOAWAY, so the proof that it never did is the last process's count: it accepted or adopted exactly the
+    /// connections h2load opened at the start (a reconnection anywhere in the chain would have moved here too).
+    @Test func h2loadThroughTenUpgradesFailsNothingAndNeverReconnects() async throws {
+        let scratch = try Scratch()
+        let (upstream, upstreamPort) = try await startFixtureServer(
+            [fixtures.appendingPathComponent("upstream.py").path, "PORT_FILE"], in: scratch, name: "upstream")
+        defer { upstream.stop() }
+        let chain = try await MeshChain(config: Self.config(httpUpstream: upstreamPort), scratch: scratch)
+        defer { chain.stop() }
+        let connections = 8
+        let load = try Child(
+            ["h2load", "-c", "\(connections)", "-m", "8", "-D", "60", "http://127.0.0.1:\(try #require(chain.port("web")))/h2load"],
+            in: scratch, name: "h2load")
+        defer { load.stop() }
+        let adminPort = try #require(chain.port("@admin"))
+        func accepted() async throws -> Int? {
+            let metrics = try await admin(adminPort, "/metrics") ?? ""
+            guard let line = metrics.split(separator: "\n").first(where: { $0.hasPrefix("mesh_connections_total{listener=\"web\"}") }) else {
+                return nil
+            }
+            return Int(line.split(separator: " ").last ?? "")
+        }
+        try await waitUntil("h2load's connections") { try await accepted() == connections }
+        var serving = chain.first.pid
+        for round in 1...10 {
+            let next = try await chain.upgrade()
+            try await waitUntil("the old process to exit (round \(round))") { !chain.isAlive(serving) }
+            serving = next
+        }
+        #expect(load.process.isRunning, "h2load ran through every upgrade")
+        #expect(try await accepted() == connections, "no connection was opened again")
+        #expect(try await load.finish(timeout: .seconds(90)) == 0, "\(load.stderr)")
+        let summary = load.stdout.split(separator: "\n").first { $0.hasPrefix("requests:") }.map(String.init) ?? ""
+        #expect(summary.contains(" 0 failed, 0 errored, 0 timeout"), "\(load.stdout)")
+        #expect(!summary.contains("requests: 0 total"), "\(load.stdout)")
+    }
+
     /// curl keeps one connection, upgraded from HTTP/1.1 to h2c by its first request, across an upgrade of the proxy.
     /// (Prior knowledge is covered by the NIO clients above: curl 7.88 does not reuse a prior-knowledge connection for
     /// a second transfer, against any server.)
