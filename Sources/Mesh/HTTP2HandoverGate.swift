@@ -93,10 +93,6 @@ final class HTTP2HandoverGate: ChannelDuplexHandler, RemovableChannelHandler {
         passHeldUpToANewStream(context: context)
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
-        context.fireChannelReadComplete()
-    }
-
     func read(context: ChannelHandlerContext) {
         if isHolding {
             pendingRead = true
