@@ -8,6 +8,47 @@ public struct HandoverConnection: Sendable, Equatable {
         case http(preRead: [UInt8])
         /// A TCP tunnel: client and upstream sockets, the bytes owed each way, and which inputs are still open.
         case tcp(toUpstream: [UInt8], toClient: [UInt8], isClientInputOpen: Bool, isUpstreamInputOpen: Bool)
+        /// An HTTP/2 connection at a quiet point (no open stream, every SETTINGS acknowledged both ways; one socket).
+        case http2(HTTP2State)
+    }
+
+    /// What an HTTP/2 connection needs to go on in a new HTTP/2 handler, besides its socket.
+    ///
+    /// NIO's HTTP/2 connection state cannot be exported, so the new process rebuilds one the client's side stays
+    /// consistent with: the client's settings are replayed into a fresh handler, and the one window the fresh handler
+    /// would not know is carried. The rest is the same by construction at a quiet point (see docs/mesh.md, "HTTP/2").
+    public struct HTTP2State: Sendable, Equatable {
+        /// One HTTP/2 setting (RFC 9113 §6.5.1).
+        public struct Setting: Sendable, Equatable {
+            public var identifier: UInt16
+            public var value: UInt32
+
+            public init(identifier: UInt16, value: UInt32) {
+                self.identifier = identifier
+                self.value = value
+            }
+        }
+
+        /// The largest flow-control window and stream id HTTP/2 allows (2^31 - 1).
+        public static let maxValue: UInt32 = 0x7fff_ffff
+        /// More settings than any client sends; a longer list is malformed.
+        public static let maxSettings = 64
+
+        /// The client's settings in force, one per identifier, in the order the client first sent them.
+        public var clientSettings: [Setting]
+        /// The highest stream id the client opened (0 if none).
+        public var lastClientStreamID: UInt32
+        /// The proxy's connection-level send window: how many DATA bytes the client still accepts.
+        public var sendWindow: UInt32
+        /// Bytes read from the client and not processed yet: whole frames, starting at a frame boundary.
+        public var preRead: [UInt8]
+
+        public init(clientSettings: [Setting], lastClientStreamID: UInt32, sendWindow: UInt32, preRead: [UInt8]) {
+            self.clientSettings = clientSettings
+            self.lastClientStreamID = lastClientStreamID
+            self.sendWindow = sendWindow
+            self.preRead = preRead
+        }
     }
 
     /// Unique within one handover, for logs.
@@ -27,7 +68,7 @@ public struct HandoverConnection: Sendable, Equatable {
     /// How many sockets this kind of connection carries.
     var descriptorCount: Int {
         switch state {
-        case .http: 1
+        case .http, .http2: 1
         case .tcp: 2
         }
     }
@@ -37,6 +78,7 @@ public struct HandoverConnection: Sendable, Equatable {
         switch state {
         case .http(let preRead): preRead.count
         case .tcp(let toUpstream, let toClient, _, _): toUpstream.count + toClient.count
+        case .http2(let state): state.preRead.count
         }
     }
 }
@@ -96,6 +138,7 @@ public enum HandoverFrame {
         case unknownTag(UInt8)
         case badString
         case missingDescriptors
+        case invalidHTTP2State(String)
 
         public var description: String {
             switch self {
@@ -106,6 +149,7 @@ public enum HandoverFrame {
             case .unknownTag(let tag): "unknown message tag \(tag)"
             case .badString: "string is not UTF-8"
             case .missingDescriptors: "fewer file descriptors than the message names"
+            case .invalidHTTP2State(let problem): "invalid HTTP/2 connection state: \(problem)"
             }
         }
     }
@@ -137,6 +181,10 @@ public enum HandoverFrame {
                 case .tcp(let toUpstream, let toClient, let clientOpen, let upstreamOpen):
                     payload.byte(2); payload.bytes(toUpstream); payload.bytes(toClient)
                     payload.byte(clientOpen ? 1 : 0); payload.byte(upstreamOpen ? 1 : 0)
+                case .http2(let state):
+                    payload.byte(3); payload.u32(UInt32(state.clientSettings.count))
+                    for setting in state.clientSettings { payload.u16(setting.identifier); payload.u32(setting.value) }
+                    payload.u32(state.lastClientStreamID); payload.u32(state.sendWindow); payload.bytes(state.preRead)
                 }
             }
         case .adopted(let count):
@@ -208,6 +256,7 @@ public enum HandoverFrame {
                     state = .tcp(
                         toUpstream: try reader.bytes(), toClient: try reader.bytes(),
                         isClientInputOpen: try reader.byte() != 0, isUpstreamInputOpen: try reader.byte() != 0)
+                case 3: state = .http2(try reader.http2State())
                 case let tag: throw .unknownTag(tag)
                 }
                 var connection = HandoverConnection(id: id, listener: listener, state: state, descriptors: [])
@@ -257,6 +306,28 @@ public enum HandoverFrame {
             let raw = try bytes()
             guard let text = String(validating: raw, as: UTF8.self) else { throw .badString }
             return text
+        }
+        /// An HTTP/2 state, checked: values a fresh HTTP/2 handler would refuse (or that no client sends) are errors
+        /// here, before a socket is adopted with them.
+        mutating func http2State() throws(DecodingError) -> HandoverConnection.HTTP2State {
+            typealias State = HandoverConnection.HTTP2State
+            let count = Int(try u32())
+            guard count <= State.maxSettings else { throw .invalidHTTP2State("\(count) settings (at most \(State.maxSettings))") }
+            var settings: [State.Setting] = []
+            for _ in 0..<count {
+                let setting = State.Setting(identifier: try u16(), value: try u32())
+                guard !settings.contains(where: { $0.identifier == setting.identifier }) else {
+                    throw .invalidHTTP2State("setting \(setting.identifier) twice")
+                }
+                settings.append(setting)
+            }
+            let lastStreamID = try u32()
+            guard lastStreamID <= State.maxValue, lastStreamID % 2 == 1 || lastStreamID == 0 else {
+                throw .invalidHTTP2State("last client stream id \(lastStreamID) is not a client stream id")
+            }
+            let sendWindow = try u32()
+            guard sendWindow <= State.maxValue else { throw .invalidHTTP2State("send window \(sendWindow) is past 2^31-1") }
+            return State(clientSettings: settings, lastClientStreamID: lastStreamID, sendWindow: sendWindow, preRead: try bytes())
         }
     }
 }

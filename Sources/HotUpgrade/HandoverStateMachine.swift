@@ -38,7 +38,8 @@ public enum HandoverFailure: Error, Sendable, Equatable, CustomStringConvertible
 /// Connections the new process acknowledged are its own and end with it if it dies.
 public struct HandoverStateMachine: Sendable, Equatable {
     /// Bumped whenever a message's encoding or meaning changes; both sides must agree exactly.
-    public static let protocolVersion: UInt16 = 1
+    /// 2: connections may carry HTTP/2 state (`HandoverConnection.State.http2`), which version 1 cannot decode.
+    public static let protocolVersion: UInt16 = 2
 
     /// Where the handover is.
     public enum State: Sendable, Equatable {

@@ -7,8 +7,9 @@ import NIOHTTP1
 /// upgrading request is then served as stream 1 like any other stream. Every other request passes through.
 ///
 /// `HTTPServerPipelineHandler` hands it a request only once the previous response has ended, so the switch never
-/// cuts a response short. Afterwards the connection is HTTP/2 in every respect, including the hot upgrade (it
-/// drains with GOAWAY: `HandoverGate` never sees a response end again, so it never freezes).
+/// cuts a response short. Afterwards the connection is HTTP/2 in every respect, including the hot upgrade: it moves
+/// at a quiet point through its `HTTP2HandoverGate` (a mark its `HandoverGate` got while it was HTTP/1.1 is passed
+/// on to that gate at the next capture attempt).
 final class H2CUpgradeHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart

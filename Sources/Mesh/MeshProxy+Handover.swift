@@ -3,7 +3,6 @@ import Glibc
 #endif
 import HotUpgrade
 import NIOCore
-import NIOHTTP2
 
 /// The proxy as both sides of a hot upgrade: it gives its listeners and connections away (old process) and adopts
 /// them (new process, or the old one taking back what a failed new process never acknowledged).
@@ -51,16 +50,6 @@ extension MeshProxy: HandoverDonor, HandoverRecipient {
             for loop in group.makeIterator() { try? await loop.submit {}.get() }
         }
         for channel in servers { try? await channel.close() }
-        // HTTP/2 connections cannot move (their HPACK tables and stream states stay here): GOAWAY lets their open
-        // streams finish while the client opens its next connection to the new process.
-        for entry in connections.all where entry.kind == .http {
-            let channel = entry.channel
-            channel.eventLoop.execute {
-                guard (try? channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self)) != nil else { return }
-                let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: .maxID, errorCode: .noError, opaqueData: nil))
-                channel.writeAndFlush(goAway, promise: nil)
-            }
-        }
     }
 
     public func resumeAccepting(_ listeners: [HandoverListener]) async throws {
@@ -70,7 +59,9 @@ extension MeshProxy: HandoverDonor, HandoverRecipient {
             let kind = entry.kind
             channel.eventLoop.execute {
                 switch kind {
-                case .http: (try? channel.pipeline.syncOperations.handler(type: HandoverGate.self))?.unmark()
+                case .http:
+                    (try? channel.pipeline.syncOperations.handler(type: HandoverGate.self))?.unmark()
+                    (try? channel.pipeline.syncOperations.handler(type: HTTP2HandoverGate.self))?.unmark()
                 case .tcp: (try? channel.pipeline.syncOperations.handler(type: TunnelHandler.self))?.tunnel.thaw()
                 }
             }
@@ -108,7 +99,7 @@ extension MeshProxy: HandoverDonor, HandoverRecipient {
             let kind = entry.kind
             channel.eventLoop.execute {
                 switch kind {
-                case .http: (try? channel.pipeline.syncOperations.handler(type: HandoverGate.self))?.mark()
+                case .http: Self.markHTTP(channel)
                 case .tcp: (try? channel.pipeline.syncOperations.handler(type: TunnelHandler.self))?.tunnel.freeze()
                 }
             }
@@ -133,11 +124,24 @@ extension MeshProxy: HandoverDonor, HandoverRecipient {
         return captured
     }
 
-    /// Captures an HTTP/1.1 connection held still by its gate; on its event loop.
+    /// Marks an HTTP connection: an HTTP/2 one at its HTTP/2 gate, any other at its `HandoverGate`; on its event loop.
+    private static func markHTTP(_ channel: Channel) {
+        let sync = channel.pipeline.syncOperations
+        if let gate = try? sync.handler(type: HTTP2HandoverGate.self) {
+            gate.mark()
+        } else {
+            (try? sync.handler(type: HandoverGate.self))?.mark()
+        }
+    }
+
+    /// Captures an HTTP/1.1 connection held still by its gate, or an HTTP/2 one at a quiet point; on its event loop.
     private static func captureHTTP(
         _ channel: Channel, id: UInt64, listener: String, table: [SocketDescriptors.Key: CInt]
     ) -> HandoverConnection? {
         let sync = channel.pipeline.syncOperations
+        if let gate = try? sync.handler(type: HTTP2HandoverGate.self) {
+            return captureHTTP2(channel, gate: gate, id: id, listener: listener, table: table)
+        }
         guard let gate = try? sync.handler(type: HandoverGate.self), gate.isFrozen else { return nil }
         if let proxy = try? sync.handler(type: HTTPProxyHandler.self), !proxy.machine.isAtSafePoint {
             // A pipelined request got in before the gate closed: serve it, and try again after its response.
@@ -148,6 +152,27 @@ extension MeshProxy: HandoverDonor, HandoverRecipient {
         let preRead = gate.takeHeldBytes()
         channel.close(promise: nil)
         return HandoverConnection(id: id, listener: listener, state: .http(preRead: Array(preRead.readableBytesView)), descriptors: [copy])
+    }
+
+    /// Captures an HTTP/2 connection once its gate finds a quiet point; on its event loop.
+    private static func captureHTTP2(
+        _ channel: Channel, gate: HTTP2HandoverGate, id: UInt64, listener: String, table: [SocketDescriptors.Key: CInt]
+    ) -> HandoverConnection? {
+        let sync = channel.pipeline.syncOperations
+        if let http1Gate = try? sync.handler(type: HandoverGate.self), http1Gate.isMarked {
+            // Marked while still HTTP/1.1, upgraded to h2c since: it stops at its HTTP/2 gate now.
+            http1Gate.unmark()
+        }
+        guard (try? sync.handler(type: H2CUpgradePrefaceHandler.self)) == nil else { return nil }
+        gate.mark()
+        // The copy first: once quiet, the gate has handed over its held bytes and must not go on.
+        guard let copy = duplicate(channel, table: table) else { return nil }
+        guard case .quiet(let state) = gate.captureStep() else {
+            close(copy)
+            return nil
+        }
+        channel.close(promise: nil)
+        return HandoverConnection(id: id, listener: listener, state: .http2(state), descriptors: [copy])
     }
 
     /// Captures a TCP tunnel (both sockets) held still and flushed; on its event loop.
@@ -191,6 +216,8 @@ extension MeshProxy: HandoverDonor, HandoverRecipient {
         switch connection.state {
         case .http(let preRead):
             try await adoptHTTPConnection(listener: connection.listener, descriptor: connection.descriptors[0], preRead: ByteBuffer(bytes: preRead))
+        case .http2(let state):
+            try await adoptHTTP2Connection(listener: connection.listener, descriptor: connection.descriptors[0], state: state)
         case .tcp(let toUpstream, let toClient, let clientOpen, let upstreamOpen):
             let snapshot = TCPTunnelSnapshot(
                 listener: connection.listener, pendingToUpstream: ByteBuffer(bytes: toUpstream), pendingToClient: ByteBuffer(bytes: toClient),

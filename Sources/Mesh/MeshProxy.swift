@@ -1,3 +1,4 @@
+import HotUpgrade
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -95,6 +96,29 @@ public final class MeshProxy: Sendable {
                 channel.pipeline.syncOperations.fireChannelReadComplete()
             }
             return channel.setOption(.autoRead, value: true)
+        }.get()
+    }
+
+    /// Serves an HTTP/2 client socket moved from an old process at a quiet point, in the state it was moved in.
+    public func adoptHTTP2Connection(listener name: String, descriptor: CInt, state: HandoverConnection.HTTP2State) async throws {
+        guard let listener = listenerContexts[name], listener.config.proto == .http else { throw MeshError.unknownListener(name) }
+        guard state.sendWindow >= HTTP2ConnectionLedger.initialWindow else { throw MeshError.unresumableHTTP2State }
+        // Nothing is read from the socket until the handler has its state and the pre-read bytes, so the order holds.
+        let channel = try await ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.autoRead, value: false)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try Self.configureHTTP2(channel, listener: listener, resuming: state)
+                    self.register(channel, listener: listener)
+                }
+            }
+            .withConnectedSocket(descriptor).get()
+        try await channel.eventLoop.submit {
+            // autoRead first: NIO's stream channels take the parent's autoRead when they are created, and the pre-read
+            // bytes may open streams. The socket is read only on a later turn of the loop, after the bytes below.
+            try channel.syncOptions?.setOption(.autoRead, value: true)
+            try channel.pipeline.syncOperations.handler(type: HTTP2HandoverGate.self).resumeAfterAdoption()
         }.get()
     }
 
@@ -223,6 +247,10 @@ public final class MeshProxy: Sendable {
             }
         }
         try channel.pipeline.syncOperations.addHandlers(HandoverGate(), sniffer)
+        register(channel, listener: listener)
+    }
+
+    private func register(_ channel: Channel, listener: ListenerContext) {
         connections.add(channel, listener: listener.config.name, kind: .http)
         listener.metrics?.connectionsTotal.increment()
         listener.metrics?.activeConnections.increment()
@@ -245,20 +273,36 @@ public final class MeshProxy: Sendable {
     }
 
     /// HTTP/2 toward the client: each stream gets its own `HTTPProxyHandler`, whatever the cluster speaks upstream.
-    static func configureHTTP2(_ channel: Channel, listener: ListenerContext) throws {
-        var connection = NIOHTTP2Handler.ConnectionConfiguration()
-        connection.initialSettings = [
-            HTTP2Setting(parameter: .maxConcurrentStreams, value: 256),
-            HTTP2Setting(parameter: .maxHeaderListSize, value: listener.config.limits.maxHeaderBytes),
-        ]
-        _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-            mode: .server, connectionConfiguration: connection, streamConfiguration: .init()
-        ) { stream in
+    ///
+    /// `resuming` rebuilds a connection moved from an old process (`HTTP2HandoverGate.resumeAfterAdoption` then
+    /// brings NIO's handler to its state).
+    static func configureHTTP2(_ channel: Channel, listener: ListenerContext, resuming: HandoverConnection.HTTP2State? = nil) throws {
+        try configureHTTP2Connection(channel, maxHeaderListSize: listener.config.limits.maxHeaderBytes, resuming: resuming) { stream in
             stream.eventLoop.makeCompletedFuture {
                 try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
                 try stream.pipeline.syncOperations.addHandler(HTTPProxyHandler(listener: listener))
             }
         }
+    }
+
+    /// The connection part of `configureHTTP2`: the handover gate and NIO's HTTP/2 server handler.
+    static func configureHTTP2Connection(
+        _ channel: Channel, maxHeaderListSize: Int, resuming: HandoverConnection.HTTP2State?,
+        streamInitializer: @escaping NIOChannelInitializer
+    ) throws {
+        var connection = NIOHTTP2Handler.ConnectionConfiguration()
+        connection.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: 256),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: maxHeaderListSize),
+            // No dynamic table for the client's HPACK encoder: once the client has acknowledged this, a fresh decoder
+            // in another process decodes it, which is what lets the hot upgrade move the connection.
+            HTTP2Setting(parameter: .headerTableSize, value: 0),
+        ]
+        let gate = HTTP2HandoverGate(eventLoop: channel.eventLoop, resuming: resuming)
+        try channel.pipeline.syncOperations.addHandler(gate)
+        _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+            mode: .server, connectionConfiguration: connection, streamConfiguration: .init(), streamDelegate: gate.streamDelegate,
+            inboundStreamInitializer: streamInitializer)
     }
 
     /// Builds a TCP listener's client pipeline and, for a new connection, dials the upstream before reading anything.
@@ -330,6 +374,8 @@ public enum MeshError: Error, Sendable {
     case unknownListener(String)
     /// A listening socket's file descriptor could not be found for a handover.
     case listenerDescriptorNotFound(String)
+    /// A moved HTTP/2 connection's send window is below a fresh handler's (the old process never sends such a state).
+    case unresumableHTTP2State
 }
 
 /// Names of the handlers in client pipelines, so a handover can find and remove them.

@@ -1,3 +1,4 @@
+import Checksum
 import Foundation
 @testable import HotUpgrade
 import Testing
@@ -17,6 +18,7 @@ import Testing
             HandoverConnection(
                 id: .max, listener: "db", state: .tcp(toUpstream: [1, 2, 3], toClient: [], isClientInputOpen: false, isUpstreamInputOpen: true),
                 descriptors: [10, 11]),
+            HandoverConnection(id: 2, listener: "web", state: .http2(Self.http2State), descriptors: [12]),
         ]),
         .connections([]),
         .adopted(count: 3),
@@ -31,6 +33,44 @@ import Testing
         let decoded = try HandoverFrame.decode(frame: HandoverFrame.encode(message)[...], descriptors: &descriptors)
         #expect(decoded == message)
         #expect(descriptors.isEmpty)
+    }
+
+    static let http2State = HandoverConnection.HTTP2State(
+        clientSettings: [.init(identifier: 4, value: 1 << 30), .init(identifier: 1, value: 0), .init(identifier: 0x99, value: .max)],
+        lastClientStreamID: 0x7fff_ffff, sendWindow: 65_535, preRead: [0, 0, 0, 4, 1, 0, 0, 0, 0])
+
+    /// A connections frame holding one HTTP/2 connection whose state is `state`, encoded without the checks.
+    static func http2Frame(settings: [(UInt16, UInt32)], lastStreamID: UInt32, sendWindow: UInt32) -> [UInt8] {
+        var payload: [UInt8] = [7, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3] + Array("web".utf8) + [3]
+        func u32(_ value: UInt32) -> [UInt8] { [24, 16, 8, 0].map { UInt8(truncatingIfNeeded: value >> $0) } }
+        payload += u32(UInt32(settings.count))
+        for (identifier, value) in settings { payload += [UInt8(identifier >> 8), UInt8(identifier & 0xff)] + u32(value) }
+        payload += u32(lastStreamID) + u32(sendWindow) + u32(0)
+        return Array("DVHU".utf8) + u32(UInt32(payload.count)) + u32(CRC32C.checksum(payload)) + payload
+    }
+
+    @Test(arguments: [
+        ([(4, 1)], UInt32(2), UInt32(100), "last client stream id 2 is not a client stream id"),
+        ([(4, 1)], UInt32(0x8000_0001), UInt32(100), "last client stream id 2147483649 is not a client stream id"),
+        ([(4, 1)], UInt32(1), UInt32(0x8000_0000), "send window 2147483648 is past 2^31-1"),
+        ([(4, 1), (4, 2)], UInt32(1), UInt32(100), "setting 4 twice"),
+        (Array(repeating: (UInt16(9), UInt32(0)), count: 65), UInt32(1), UInt32(100), "65 settings (at most 64)"),
+    ] as [([(UInt16, UInt32)], UInt32, UInt32, String)])
+    func malformedHTTP2StateIsRejectedWithTheReason(settings: [(UInt16, UInt32)], lastStreamID: UInt32, sendWindow: UInt32, problem: String) {
+        var descriptors: [CInt] = [5]
+        let frame = Self.http2Frame(settings: settings, lastStreamID: lastStreamID, sendWindow: sendWindow)
+        #expect(throws: HandoverFrame.DecodingError.invalidHTTP2State(problem)) { try HandoverFrame.decode(frame: frame[...], descriptors: &descriptors) }
+        #expect(HandoverFrame.DecodingError.invalidHTTP2State(problem).description == "invalid HTTP/2 connection state: \(problem)")
+    }
+
+    @Test func theHandBuiltHTTP2FrameIsValidWhenItsValuesAre() throws {
+        var descriptors: [CInt] = [5]
+        let frame = Self.http2Frame(settings: [(4, 1)], lastStreamID: 7, sendWindow: 9)
+        let expected = HandoverMessage.connections([HandoverConnection(
+            id: 1, listener: "web",
+            state: .http2(.init(clientSettings: [.init(identifier: 4, value: 1)], lastClientStreamID: 7, sendWindow: 9, preRead: [])),
+            descriptors: [5])])
+        #expect(try HandoverFrame.decode(frame: frame[...], descriptors: &descriptors) == expected)
     }
 
     @Test func garbageIsNotAFrame() {

@@ -134,6 +134,8 @@ final class MeshChain: @unchecked Sendable {
             throw TestFailure("upgrade failed (\(result.status)): \(result.stdout) \(result.stderr)\n\(problems.suffix(10).joined(separator: "\n"))")
         }
         adopt(pid)
+        // The new process claims the socket path only once the old one is gone; the next upgrade needs it there.
+        try await waitUntil("process \(pid) to claim the upgrade socket") { log.contains("pid=\(pid) [HotUpgrade] upgrade socket listening") }
         return pid
     }
 
