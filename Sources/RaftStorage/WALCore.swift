@@ -180,6 +180,60 @@ final class WALCore: Sendable {
     // MARK: Writing
 
     func enqueue(_ writes: [LogWrite]) throws(StorageError) -> WriteTicket {
+        // A follower catching up can be handed more entries in one Ready than one batch may hold.
+        // They go in consecutive batches; a crash between them keeps a prefix of the entries, which
+        // is a valid log, and the hard state rides with the last batch so it never runs ahead.
+        var ticket = WriteTicket(completed: true)
+        for batch in Self.batches(of: writes, budget: max(1, options.maximumBatchBytes / 2)) {
+            ticket = try enqueueBatch(batch)
+        }
+        return ticket
+    }
+
+    /// `writes` cut into batches whose estimated encoding fits `budget` (an entry bigger than the
+    /// budget gets a batch of its own); a write's snapshot goes with its first entries, its hard
+    /// state with its last.
+    static func batches(of writes: [LogWrite], budget: Int) -> [[LogWrite]] {
+        func estimate(_ entry: Entry) -> Int { entry.approximateSize + 16 }
+        var batches: [[LogWrite]] = []
+        var current: [LogWrite] = []
+        var currentSize = 0
+        func add(_ piece: LogWrite, size: Int) {
+            if !current.isEmpty && currentSize + size > budget {
+                batches.append(current)
+                current = []
+                currentSize = 0
+            }
+            current.append(piece)
+            currentSize += size
+        }
+        for write in writes {
+            let total = write.entries.reduce(64) { $0 + estimate($1) }
+            guard total > budget else {
+                add(write, size: total)
+                continue
+            }
+            var start = write.entries.startIndex
+            while start < write.entries.endIndex {
+                var end = start
+                var size = 64
+                while end < write.entries.endIndex && (end == start || size + estimate(write.entries[end]) <= budget) {
+                    size += estimate(write.entries[end])
+                    end += 1
+                }
+                let isFirst = start == write.entries.startIndex
+                let isLast = end == write.entries.endIndex
+                add(LogWrite(
+                    group: write.group, snapshot: isFirst ? write.snapshot : nil, entries: Array(write.entries[start..<end]),
+                    hardState: isLast ? write.hardState : nil), size: size)
+                start = end
+            }
+        }
+        if !current.isEmpty { batches.append(current) }
+        return batches
+    }
+
+    private func enqueueBatch(_ writes: [LogWrite]) throws(StorageError) -> WriteTicket {
         var encoded = Encoded()
         for write in writes {
             if let snapshot = write.snapshot {

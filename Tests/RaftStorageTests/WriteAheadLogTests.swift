@@ -26,6 +26,30 @@ import Testing
         #expect(try log.entries(group: 1, in: 1..<51, maximumBytes: 200).count == 3)
     }
 
+    /// A follower catching up can be handed more entries in one Ready than one batch holds (the
+    /// one-hour chaos run stopped a region's group on "a write of 4509339 bytes exceeds the maximum
+    /// batch"): the log writes them in several batches, with the hard state in the last.
+    @Test func aWriteLargerThanOneBatchGoesInSeveral() async throws {
+        let dir = TemporaryDirectory()
+        let many = entries(group: 1, 1...600, size: 100)
+        let hardState = HardState(term: 1, vote: 2, commit: 600)
+        do {
+            let log = try WriteAheadLog(directory: dir.path, options: smallOptions())
+            try await log.write([LogWrite(group: 1, entries: many, hardState: hardState), LogWrite(group: 2, entries: entries(group: 2, 1...3))])
+            #expect(try log.entries(group: 1, in: 1..<601) == many)
+            log.close()
+        }
+        let log = try WriteAheadLog(directory: dir.path, options: smallOptions())
+        #expect(try log.entries(group: 1, in: 1..<601) == many)
+        #expect(try log.entries(group: 2, in: 1..<4) == entries(group: 2, 1...3))
+        #expect(log.state(of: 1)?.hardState == hardState)
+        let batches = WALCore.batches(of: [LogWrite(group: 1, entries: many, hardState: hardState)], budget: 4 << 10)
+        #expect(batches.count > 10)
+        #expect(batches.dropLast().allSatisfy { $0.allSatisfy { $0.hardState == nil } })
+        #expect(batches.last?.last?.hardState == hardState)
+        #expect(batches.flatMap { $0.flatMap(\.entries) } == many)
+    }
+
     @Test func newEntriesReplaceTheSuffix() async throws {
         let dir = TemporaryDirectory()
         do {
