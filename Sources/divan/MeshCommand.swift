@@ -71,7 +71,7 @@ struct MeshUpgrade: AsyncParsableCommand {
         let path = FilePath(socket ?? defaultUpgradeSocket(config: config!))
         let reply: HandoverMessage
         do {
-            let connection = try HandoverSocket.connect(to: path, timeout: .seconds(60))
+            let connection = try await connect(to: path)
             defer { connection.close() }
             try connection.send(.upgradeRequest)
             reply = try connection.receive()
@@ -91,6 +91,22 @@ struct MeshUpgrade: AsyncParsableCommand {
         default:
             print("upgrade: unexpected reply \(reply)")
             throw ExitCode(1)
+        }
+    }
+}
+
+extension MeshUpgrade {
+    /// Connects to the upgrade socket, retrying for `patience`: right after an upgrade, the new
+    /// process claims the socket path only once the old one has exited.
+    func connect(to path: FilePath, patience: Duration = .seconds(5)) async throws -> HandoverSocket {
+        let deadline = ContinuousClock.now + patience
+        while true {
+            do {
+                return try HandoverSocket.connect(to: path, timeout: .seconds(60))
+            } catch {
+                guard ContinuousClock.now < deadline else { throw error }
+                try await Task.sleep(for: .milliseconds(50))
+            }
         }
     }
 }
