@@ -14,7 +14,8 @@ struct BenchUpgrade: AsyncParsableCommand {
             CONNECTIONS long-lived keep-alive connections, each sending one request per INTERVAL seconds. \
             Every EVERY seconds the proxy is upgraded or reloaded: `divan mesh upgrade` (listeners and live \
             connections move to a new process, over --window seconds), a new `haproxy -x STATS_SOCKET -sf \
-            OLD_PID`, `nginx -s reload`. A connection the server closes is reopened and counted as not \
+            OLD_PID`, `nginx -s reload`, and nginx's binary upgrade (USR2 to the master, then WINCH and QUIT to \
+            the old one; nginx runs daemonized for it, since a master that keeps its parent ignores USR2). A connection the server closes is reopened and counted as not \
             surviving that reload. Prints requests, failed requests, resets, refused connections, the fewest \
             connections that survived a reload, p50 and p99, p99 within 1 s after a reload starts, and how \
             long the old process (Divan, HAProxy) or old workers (nginx) took to be gone. Then, with --idle N, \
@@ -28,13 +29,14 @@ struct BenchUpgrade: AsyncParsableCommand {
     @Option(help: "Seconds between two reloads.") var every = 2.0
     @Option(help: "Divan's --handover-window, in seconds.") var window = 1.0
     @Option(help: "Idle connections for the handover-time measurement (0 skips it).") var idle = 10_000
-    @Option(help: "Proxies to measure, comma-separated: divan, haproxy, nginx.") var proxies = "divan,haproxy,nginx"
+    @Option(help: "Proxies to measure, comma-separated: divan, haproxy, nginx (-s reload), nginx-usr2 (binary upgrade).")
+    var proxies = "divan,haproxy,nginx,nginx-usr2"
 
     func validate() throws {
         guard seconds > interval + every + 2, connections > 0, interval > 0, every > 0, window >= 0, idle >= 0 else {
             throw ValidationError("--seconds must exceed --interval + --every + 2, and every count must be positive")
         }
-        let unknown = Set(proxyList).subtracting(["divan", "haproxy", "nginx"])
+        let unknown = Set(proxyList).subtracting(["divan", "haproxy", "nginx", "nginx-usr2"])
         guard unknown.isEmpty else { throw ValidationError("unknown proxies: \(unknown.sorted())") }
     }
 
@@ -77,7 +79,8 @@ struct BenchUpgrade: AsyncParsableCommand {
                 rows.append(("Divan Mesh (divan mesh upgrade)", try await bench.measureDivan(upstreamPort: upstream)))
                 if idle > 0 { idleResult = try await bench.measureIdleHandover(idle, upstreamPort: upstream) }
             case "haproxy": rows.append(("HAProxy (-x, -sf)", try await bench.measureHAProxy(upstreamPort: upstream)))
-            default: rows.append(("nginx (-s reload)", try await bench.measureNginx(upstreamPort: upstream)))
+            case "nginx": rows.append(("nginx (-s reload)", try await bench.measureNginx(upstreamPort: upstream)))
+            default: rows.append(("nginx (USR2 binary upgrade)", try await bench.measureNginxBinaryUpgrade(upstreamPort: upstream)))
             }
         }
         say("machine after the run: load average \(loadAverage())")
@@ -257,6 +260,51 @@ struct UpgradeBenchRun {
             let workers = processTree(master.pid).dropFirst()
             _ = output(of: nginx, ["-p", prefix, "-c", "\(prefix)/nginx.conf", "-s", "reload"])
             return workers.map { worker in { isAlive(worker) } }
+        }
+    }
+
+    /// nginx's binary upgrade: USR2 makes the master start a new master (same binary here), then
+    /// WINCH and QUIT retire the old master and its workers. A master ignores USR2 while its parent
+    /// is the one that started it, so nginx runs daemonized here and is found through its pid file.
+    func measureNginxBinaryUpgrade(upstreamPort: Int) async throws -> Figures {
+        let port = try freeLoopbackPort()
+        let prefix = "\(directory)/proxy-usr2"
+        let pidFile = "\(prefix)/nginx.pid"
+        try FileManager.default.createDirectory(atPath: "\(prefix)/logs", withIntermediateDirectories: true)
+        try """
+            daemon on; worker_processes 1; pid \(pidFile); error_log \(prefix)/logs/error.log;
+            worker_rlimit_nofile 65536; worker_shutdown_timeout 60s;
+            events { worker_connections 20000; }
+            http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+              upstream backend { server 127.0.0.1:\(upstreamPort); keepalive 1024; }
+              server { listen 127.0.0.1:\(port);
+                location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+            """.write(toFile: "\(prefix)/nginx.conf", atomically: true, encoding: .utf8)
+        let nginx = tools["nginx"]!
+        func master() -> pid_t? {
+            (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
+        // Not `output(of:)`: the daemon keeps the pipe of its standard output open.
+        let starter = try children.launch(nginx, ["-p", prefix, "-c", "\(prefix)/nginx.conf"])
+        starter.waitUntilExit()
+        children.release(starter.pid)
+        guard await waitUntil(seconds: 10, { master() != nil }), let first = master() else {
+            throw ValidationError("daemonized nginx wrote no pid file")
+        }
+        children.adopt(first)
+        try await waitForPort(port, what: "nginx (daemonized)")
+        return try await underLoad(port: port) {
+            guard let old = master() else { throw ValidationError("nginx's pid file is gone") }
+            kill(old, SIGUSR2)
+            let deadline = Date().addingTimeInterval(10)
+            while (master() == nil || master() == old) && Date() < deadline { usleep(5_000) }
+            guard let new = master(), new != old else { throw ValidationError("nginx started no new master on USR2") }
+            children.adopt(new)
+            let retired = [old] + processTree(old).dropFirst().filter { $0 != new }
+            kill(old, SIGWINCH)
+            kill(old, SIGQUIT)
+            children.release(old)
+            return retired.map { pid in { isAlive(pid) } }
         }
     }
 
