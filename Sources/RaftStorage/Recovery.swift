@@ -179,21 +179,24 @@ enum Recovery {
         return crc.value == stored
     }
 
-    /// True when a valid record starts anywhere after `offset`. A bad record can declare any
-    /// length (a flip in its length field), so every later position that could start a record is
-    /// tried: a known type, zero reserved bytes, a length that fits, and a matching CRC32C.
-    /// This runs only on the last segment's first bad record, over at most the rest of that file.
+    /// True when a valid record starts where the bad record at `offset` would end, under its stated
+    /// length or under any length one flipped bit away from it. A tear cuts the end of the log, so
+    /// an intact record after the bad one means the bad one was damaged in place. Trying those 33
+    /// ends covers every single-bit flip, in the length or anywhere else, at the cost of 33 checks;
+    /// scanning every later offset instead costs a CRC per candidate and stalled recovery for
+    /// hours on a large segment.
     static func hasValidRecord(_ raw: UnsafeRawBufferPointer, after offset: Int) -> Bool {
-        var start = offset + 1
-        while start + SegmentFormat.recordHeaderSize <= raw.count {
-            defer { start += 1 }
-            guard RecordType(rawValue: raw[start + 4]) != nil, raw[start + 5] == 0, raw[start + 6] == 0, raw[start + 7] == 0 else { continue }
-            let length = Int(raw.loadUnaligned(fromByteOffset: start, as: UInt32.self).littleEndian)
-            let end = start + SegmentFormat.recordHeaderSize + length
-            guard length > 0, end <= raw.count else { continue }
-            if isValidRecord(UnsafeRawBufferPointer(rebasing: raw[start..<end])) { return true }
+        guard offset + SegmentFormat.recordHeaderSize <= raw.count else { return false }
+        let stated = raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian
+        let lengths = [stated] + (0..<32).map { stated ^ (UInt32(1) << UInt32($0)) }
+        return lengths.contains { length in
+            let next = offset + SegmentFormat.recordHeaderSize + Int(length)
+            guard next + SegmentFormat.recordHeaderSize <= raw.count else { return false }
+            let nextLength = Int(raw.loadUnaligned(fromByteOffset: next, as: UInt32.self).littleEndian)
+            let nextEnd = next + SegmentFormat.recordHeaderSize + nextLength
+            guard nextLength > 0, nextEnd <= raw.count else { return false }
+            return isValidRecord(UnsafeRawBufferPointer(rebasing: raw[next..<nextEnd]))
         }
-        return false
     }
 
     /// The offset of the first non-zero byte in `raw[range]`, if any.
