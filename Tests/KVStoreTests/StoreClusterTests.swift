@@ -152,12 +152,15 @@ final class StoreCluster: @unchecked Sendable {
         for n in 0..<300 {
             try await cluster.set(String(format: "key%04d", n), "value\(n)", on: 1)
         }
-        // Splits settle when no region is past the threshold and every node agrees on the ranges.
+        // Splits settle when no region is past the threshold, every node agrees on the ranges, and
+        // they tile the key space (while a split applies, its new region is not listed yet).
         try await cluster.waitUntil("the regions split several times and settled", within: .seconds(60)) {
             var views: [[RegionDescriptor]] = []
             for id in NodeID(1)...3 { views.append(await cluster.stores[id]!.status().regions.map(\.region)) }
             let settled = await cluster.stores[1]!.status().regions.allSatisfy { $0.keys < 40 }
-            return settled && views[0].count >= 4 && views.allSatisfy { $0 == views[0] }
+            let tiled = views[0].first?.start == [] && views[0].last?.end == nil
+                && zip(views[0], views[0].dropFirst()).allSatisfy { $0.end == $1.start }
+            return settled && tiled && views[0].count >= 4 && views.allSatisfy { $0 == views[0] }
         }
         let regions = await cluster.stores[1]!.status().regions
         // The ranges tile the key space.
