@@ -243,16 +243,7 @@ struct UpgradeBenchRun {
     func measureNginx(upstreamPort: Int) async throws -> Figures {
         let port = try freeLoopbackPort()
         let prefix = "\(directory)/proxy"
-        try FileManager.default.createDirectory(atPath: "\(prefix)/logs", withIntermediateDirectories: true)
-        try """
-            daemon off; worker_processes 1; pid \(prefix)/nginx.pid; error_log \(prefix)/logs/error.log;
-            worker_rlimit_nofile 65536; worker_shutdown_timeout 60s;
-            events { worker_connections 20000; }
-            http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
-              upstream backend { server 127.0.0.1:\(upstreamPort); keepalive 1024; }
-              server { listen 127.0.0.1:\(port);
-                location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-            """.write(toFile: "\(prefix)/nginx.conf", atomically: true, encoding: .utf8)
+        try writeNginxProxyConfig(prefix: prefix, daemon: false, port: port, upstreamPort: upstreamPort)
         let nginx = tools["nginx"]!
         let master = try children.launch(nginx, ["-p", prefix, "-c", "\(prefix)/nginx.conf"])
         try await waitForPort(port, what: "nginx")
@@ -263,16 +254,11 @@ struct UpgradeBenchRun {
         }
     }
 
-    /// nginx's binary upgrade: USR2 makes the master start a new master (same binary here), then
-    /// WINCH and QUIT retire the old master and its workers. A master ignores USR2 while its parent
-    /// is the one that started it, so nginx runs daemonized here and is found through its pid file.
-    func measureNginxBinaryUpgrade(upstreamPort: Int) async throws -> Figures {
-        let port = try freeLoopbackPort()
-        let prefix = "\(directory)/proxy-usr2"
-        let pidFile = "\(prefix)/nginx.pid"
+    /// Writes `PREFIX/nginx.conf`: one worker proxying `port` to the upstream with a keep-alive pool.
+    private func writeNginxProxyConfig(prefix: String, daemon: Bool, port: Int, upstreamPort: Int) throws {
         try FileManager.default.createDirectory(atPath: "\(prefix)/logs", withIntermediateDirectories: true)
         try """
-            daemon on; worker_processes 1; pid \(pidFile); error_log \(prefix)/logs/error.log;
+            daemon \(daemon ? "on" : "off"); worker_processes 1; pid \(prefix)/nginx.pid; error_log \(prefix)/logs/error.log;
             worker_rlimit_nofile 65536; worker_shutdown_timeout 60s;
             events { worker_connections 20000; }
             http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
@@ -280,6 +266,16 @@ struct UpgradeBenchRun {
               server { listen 127.0.0.1:\(port);
                 location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
             """.write(toFile: "\(prefix)/nginx.conf", atomically: true, encoding: .utf8)
+    }
+
+    /// nginx's binary upgrade: USR2 makes the master start a new master (same binary here), then
+    /// WINCH and QUIT retire the old master and its workers. A master ignores USR2 while its parent
+    /// is the one that started it, so nginx runs daemonized here and is found through its pid file.
+    func measureNginxBinaryUpgrade(upstreamPort: Int) async throws -> Figures {
+        let port = try freeLoopbackPort()
+        let prefix = "\(directory)/proxy-usr2"
+        let pidFile = "\(prefix)/nginx.pid"
+        try writeNginxProxyConfig(prefix: prefix, daemon: true, port: port, upstreamPort: upstreamPort)
         let nginx = tools["nginx"]!
         func master() -> pid_t? {
             (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
