@@ -97,8 +97,10 @@ import Testing
         try await waitUntil("the child proxy to be ready") {
             try await curl(["http://127.0.0.1:\(adminPort)/ready"]).stdout == "ready\n"
         }
-        async let inFlight = curl(["http://127.0.0.1:\(proxyPort)/slow/4000"])
-        try await waitUntil("a request in flight") {
+        // 6 s upstream: long enough for the admin polls (a curl process each) to see it on a loaded
+        // machine, short enough to finish within the 10 s drain.
+        async let inFlight = curl(["http://127.0.0.1:\(proxyPort)/slow/6000"])
+        try await waitUntil("a request in flight", timeout: .seconds(30)) {
             try await curl(["http://127.0.0.1:\(adminPort)/connections"]).stdout.contains("proxying")
         }
         process.terminate()
