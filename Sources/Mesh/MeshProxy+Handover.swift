@@ -45,7 +45,7 @@ extension MeshProxy: HandoverDonor, HandoverRecipient {
         // ServerBootstrap closes a child whose setup completes after its server channel closed, and that child's
         // unread request would be answered with a reset. The setup hops between loops, so give every loop a few turns.
         let servers = listeners + (admin.map { [$0] } ?? [])
-        for channel in servers { try? await channel.setOption(.autoRead, value: false) }
+        for channel in servers { try? await channel.setOption(.autoRead, value: false).get() }
         for _ in 0..<4 {
             for loop in group.makeIterator() { try? await loop.submit {}.get() }
         }
@@ -88,7 +88,7 @@ extension MeshProxy: HandoverDonor, HandoverRecipient {
     public func startAccepting() async {
         let channels = state.withLockedValue { Array($0.listenerChannels.values) + ($0.adminChannel.map { [$0] } ?? []) }
         for channel in channels {
-            try? await channel.setOption(.autoRead, value: true)
+            try? await channel.setOption(.autoRead, value: true).get()
         }
     }
 

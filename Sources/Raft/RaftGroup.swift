@@ -394,10 +394,11 @@ public actor RaftGroup {
         if ready.entries.isEmpty && ready.snapshot == nil, let hardState = ready.hardState,
            hardState.term == queuedHardState.term && hardState.vote == queuedHardState.vote {
             // Only the commit index moved. Nothing sent or applied depends on it being durable (the
-            // entries are on a quorum already; a restart may find an older commit and relearn it), so
-            // it is queued behind earlier writes without waiting for its fdatasync.
+            // entries are on a quorum already; a restart may find an older commit and relearn it, and
+            // entries the state machine already holds are skipped), so it is queued behind earlier
+            // writes without an fdatasync of its own (etcd's MustSync is false here too).
             do {
-                _ = try log.enqueue([LogWrite(group: group, hardState: hardState)])
+                _ = try log.enqueue([LogWrite(group: group, hardState: hardState)], sync: .deferred)
                 queuedHardState = hardState
             } catch {
                 fail("storage: \(error)")

@@ -76,6 +76,7 @@ struct PendingWrite {
     var position: LogPosition
     var bytes: [UInt8]
     var ticket: WriteTicket
+    var sync: WriteSync
 }
 
 /// Everything the lock guards.
@@ -179,26 +180,26 @@ final class WALCore: Sendable {
 
     // MARK: Writing
 
-    func enqueue(_ writes: [LogWrite]) throws(StorageError) -> WriteTicket {
+    func enqueue(_ writes: [LogWrite], sync: WriteSync = .durable) throws(StorageError) -> WriteTicket {
         // A follower catching up can be handed more entries in one Ready than one batch may hold.
         // They go in consecutive batches; a crash between them keeps a prefix of the entries, which
         // is a valid log, and the hard state rides with the last batch so it never runs ahead.
         let budget = max(1, options.maximumBatchBytes / 2)
         // The common case, one small Ready, goes straight through without copying its writes.
-        if writes.reduce(0, { $0 + $1.entries.reduce(64) { $0 + Self.estimate($1) } }) <= budget { return try enqueueBatch(writes) }
+        if writes.reduce(0, { $0 + $1.entries.reduce(64) { $0 + Self.estimate($1) } }) <= budget { return try enqueueBatch(writes, sync: sync) }
         var ticket = WriteTicket(completed: true)
         for batch in Self.batches(of: writes, budget: budget) {
-            ticket = try enqueueBatch(batch)
+            ticket = try enqueueBatch(batch, sync: sync)
         }
         return ticket
     }
 
-    /// `writes` cut into batches whose estimated encoding fits `budget` (an entry bigger than the
-    /// budget gets a batch of its own); a write's snapshot goes with its first entries, its hard
-    /// state with its last.
     /// An upper bound of an entry's encoded size in a batch.
     static func estimate(_ entry: Entry) -> Int { entry.approximateSize + 16 }
 
+    /// `writes` cut into batches whose estimated encoding fits `budget` (an entry bigger than the
+    /// budget gets a batch of its own); a write's snapshot goes with its first entries, its hard
+    /// state with its last.
     static func batches(of writes: [LogWrite], budget: Int) -> [[LogWrite]] {
         var batches: [[LogWrite]] = []
         var current: [LogWrite] = []
@@ -238,7 +239,7 @@ final class WALCore: Sendable {
         return batches
     }
 
-    private func enqueueBatch(_ writes: [LogWrite]) throws(StorageError) -> WriteTicket {
+    private func enqueueBatch(_ writes: [LogWrite], sync: WriteSync) throws(StorageError) -> WriteTicket {
         var encoded = Encoded()
         for write in writes {
             if let snapshot = write.snapshot {
@@ -251,7 +252,7 @@ final class WALCore: Sendable {
             if let hardState = write.hardState { encoded.addHardState(write.group, hardState) }
         }
         if encoded.operations.isEmpty { return WriteTicket(completed: true) }
-        return try enqueue { state throws(StorageError) in
+        return try enqueue(sync: sync) { state throws(StorageError) in
             try Self.validate(writes, in: state)
             return encoded
         }
@@ -309,8 +310,9 @@ final class WALCore: Sendable {
 
     /// Queues records: `encode` validates them against the state and returns them (or nil for nothing
     /// to write), all under the lock; then their position is reserved and the index updated. The
-    /// ticket completes when the writer has made them durable (or failed).
-    func enqueue(_ encode: (borrowing WALState) throws(StorageError) -> Encoded?) throws(StorageError) -> WriteTicket {
+    /// ticket completes when the writer has made them durable (or only written them, for `.deferred`),
+    /// or failed.
+    func enqueue(sync: WriteSync = .durable, _ encode: (borrowing WALState) throws(StorageError) -> Encoded?) throws(StorageError) -> WriteTicket {
         let ticket: WriteTicket = try lock.withLock { state throws(StorageError) in
             if let failure = state.failure { throw StorageError.failed(cause: failure.description) }
             if state.isClosing { throw StorageError.closed }
@@ -323,7 +325,7 @@ final class WALCore: Sendable {
             let position = reserve(encoded.builder.count, in: &state)
             apply(encoded.operations, at: position, to: &state)
             let ticket = WriteTicket(completed: false)
-            state.queue.append(PendingWrite(position: position, bytes: encoded.builder.bytes, ticket: ticket))
+            state.queue.append(PendingWrite(position: position, bytes: encoded.builder.bytes, ticket: ticket, sync: sync))
             state.statistics.writes += 1
             return ticket
         }
@@ -385,6 +387,9 @@ final class WALCore: Sendable {
 
     private func runWriter() {
         var current: SegmentFile? = lock.withLock { state in state.segmentOrder.last.flatMap { state.segments[$0] } }
+        // The segment holding deferred records written since the last fdatasync, and their size.
+        var unsynced: SegmentFile?
+        var unsyncedBytes = 0
         var buffer: [UInt8] = []
         buffer.reserveCapacity(options.maximumBatchBytes)
         while true {
@@ -392,10 +397,21 @@ final class WALCore: Sendable {
                 guard state.hasQueuedWrites else { return nil }
                 return takeBatch(from: &state)
             }
-            guard let batch else { break }
+            guard let batch else {
+                if let unsynced { try? FileSystem.dataSync(unsynced.descriptor, unsynced.path) }
+                break
+            }
             do throws(StorageError) {
                 let position = batch[0].position
                 if current?.sequence != position.segment {
+                    // Deferred records must not stay unsynced behind a later segment: recovery accepts a
+                    // torn tail only in the last one.
+                    if let unsynced {
+                        try FileSystem.dataSync(unsynced.descriptor, unsynced.path)
+                        lock.withLock { $0.statistics.syncs += 1 }
+                    }
+                    unsynced = nil
+                    unsyncedBytes = 0
                     let file = try createSegment(sequence: position.segment)
                     lock.withLock { state in
                         state.segments[file.sequence] = file
@@ -409,11 +425,23 @@ final class WALCore: Sendable {
                 try buffer.withStorageBytes { raw throws(StorageError) in
                     try FileSystem.write(file.descriptor, at: position.offset, raw, file.path)
                 }
-                if !options.unsafeSkipsDataSync { try FileSystem.dataSync(file.descriptor, file.path) }
+                // Recovery takes at most one batch of torn bytes at the tail for a tear, so deferred
+                // records are synced before they add up to more.
+                let syncs = batch.contains { $0.sync == .durable } || unsyncedBytes + buffer.count > options.maximumBatchBytes
+                if syncs {
+                    if !options.unsafeSkipsDataSync { try FileSystem.dataSync(file.descriptor, file.path) }
+                    unsynced = nil
+                    unsyncedBytes = 0
+                } else {
+                    unsynced = file
+                    unsyncedBytes += buffer.count
+                }
                 lock.withLock { state in
-                    state.durable = LogPosition(segment: position.segment, offset: position.offset + buffer.count)
+                    if syncs {
+                        state.durable = LogPosition(segment: position.segment, offset: position.offset + buffer.count)
+                        state.statistics.syncs += 1
+                    }
                     state.statistics.batches += 1
-                    state.statistics.syncs += 1
                     state.statistics.bytesWritten += buffer.count
                 }
                 for write in batch { write.ticket.complete(nil) }

@@ -53,6 +53,18 @@ public struct LogWrite: Sendable {
     }
 }
 
+/// When a queued write reaches the disk.
+public enum WriteSync: Sendable, Hashable {
+    /// Its ticket completes once the write is durable (written and fdatasynced).
+    case durable
+    /// Written in order with the others, but synced only by the next durable write (or at close, or
+    /// once deferred bytes add up to a batch): its ticket completes once written. A power loss before
+    /// that sync may lose it, so it is for state that can be relearned, such as a Raft commit index
+    /// that moved alone. It spares the disk an fdatasync that the next write's own fdatasync would
+    /// otherwise queue behind.
+    case deferred
+}
+
 /// What the log holds for one group.
 public struct GroupLogState: Sendable, Hashable {
     /// The first index still in the log (`snapshotIndex + 1`).
@@ -144,8 +156,8 @@ public final class WriteAheadLog: Sendable {
     /// of `enqueue` calls, and the ticket tells when they are durable. A Raft runtime queues each
     /// Ready's writes in order this way, and sends the messages that wait for persistence once the
     /// ticket completes.
-    public func enqueue(_ writes: [LogWrite]) throws(StorageError) -> WriteTicket {
-        try core.enqueue(writes)
+    public func enqueue(_ writes: [LogWrite], sync: WriteSync = .durable) throws(StorageError) -> WriteTicket {
+        try core.enqueue(writes, sync: sync)
     }
 
     /// Appends `entries` to a group (replacing any existing suffix from the first entry's index) and

@@ -114,7 +114,8 @@ final class UpgradeLoad: Sendable {
                 return
             }
             reader.expect(promise)
-            channel.writeAndFlush(request).whenFailure { _ in reader.finish(.closed(partial: false)) }
+            let boundReader = NIOLoopBound(reader, eventLoop: channel.eventLoop)
+            channel.writeAndFlush(request).whenFailure { _ in boundReader.value.finish(.closed(partial: false)) }
         }
         return (try? await promise.futureResult.get()) ?? .closed(partial: false)
     }

@@ -50,6 +50,50 @@ import Testing
         #expect(batches.flatMap { $0.flatMap(\.entries) } == many)
     }
 
+    /// A commit index that moved alone is written without an fdatasync of its own: the next durable
+    /// write syncs it, deferred bytes never add up to more than a batch unsynced, and close syncs the rest.
+    @Test func deferredWritesRideOnTheNextSync() async throws {
+        let dir = TemporaryDirectory()
+        let last = HardState(term: 1, vote: 2, commit: 400)
+        do {
+            let log = try WriteAheadLog(directory: dir.path, options: smallOptions(batch: 2 << 10))
+            try await log.append(group: 1, entries: entries(group: 1, 1...5))
+            let synced = log.statistics.syncs
+            try await log.enqueue([LogWrite(group: 1, hardState: HardState(term: 1, vote: 2, commit: 5))], sync: .deferred).wait()
+            #expect(log.statistics.syncs == synced)
+            #expect(log.state(of: 1)?.hardState?.commit == 5)
+            try await log.append(group: 1, entries: entries(group: 1, 6...6))
+            #expect(log.statistics.syncs == synced + 1)
+            // About 20 bytes each: 400 of them pass the 2 KiB batch limit a few times.
+            for commit in UInt64(1)...400 {
+                try await log.enqueue([LogWrite(group: 2, hardState: HardState(term: 1, vote: 2, commit: commit))], sync: .deferred).wait()
+            }
+            let forced = log.statistics.syncs - synced - 1
+            #expect((1...10).contains(forced), "deferred writes synced \(forced) times")
+            try await log.enqueue([LogWrite(group: 1, hardState: last)], sync: .deferred).wait()
+            log.close()
+        }
+        let log = try WriteAheadLog(directory: dir.path, options: smallOptions(batch: 2 << 10))
+        #expect(log.recovery.tornTail == nil)
+        #expect(log.state(of: 1)?.hardState == last)
+        #expect(log.state(of: 2)?.hardState?.commit == 400)
+    }
+
+    /// Deferred records are synced before the writer moves on to a new segment: recovery accepts a
+    /// torn tail only in the last segment.
+    @Test func deferredWritesAreSyncedBeforeANewSegment() async throws {
+        let dir = TemporaryDirectory()
+        let log = try WriteAheadLog(directory: dir.path, options: smallOptions(segmentSize: 4 << 10, batch: 2 << 10))
+        try await log.append(group: 1, entries: entries(group: 1, 1...1))
+        let synced = log.statistics.syncs
+        try await log.enqueue([LogWrite(group: 1, hardState: HardState(term: 1, vote: 2, commit: 1))], sync: .deferred).wait()
+        let segments = try segmentFiles(dir.path).count
+        try await log.append(group: 1, entries: entries(group: 1, 2...200))
+        #expect(try segmentFiles(dir.path).count > segments)
+        #expect(log.statistics.syncs > synced + 1)
+        log.close()
+    }
+
     @Test func newEntriesReplaceTheSuffix() async throws {
         let dir = TemporaryDirectory()
         do {
