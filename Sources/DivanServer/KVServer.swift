@@ -138,10 +138,16 @@ public final class KVServer: Service {
 
 /// Hands messages from the transport to the group they belong to: groups registered one by one
 /// (`RaftHost`), or the groups of a KV store, which opens regions it does not know yet on demand.
+///
+/// Each group has a mailbox: messages for it queue in arrival order, and one task at a time hands
+/// the whole queue to the group. A peer's messages stay in order, and a burst that arrives while the
+/// group is busy (its disk, its apply) costs one task and one loop round instead of one per message.
 final class GroupRouter: Sendable {
     private let groups = Mutex<[UInt64: RaftGroup]>([:])
     /// Set once the store exists; messages that arrive before are dropped (Raft resends).
     let store = Mutex<Store?>(nil)
+    /// Messages waiting for a group whose mailbox is being drained; no entry means no drain runs.
+    private let mailboxes = Mutex<[ObjectIdentifier: [Message]]>([:])
 
     func register(_ group: RaftGroup, as id: UInt64) { groups.withLock { $0[id] = group } }
 
@@ -153,8 +159,34 @@ final class GroupRouter: Sendable {
             store?.openUnknownRegion(id)
             return .unknownGroup
         }
-        Task { await group.receive(message) }
+        let mailbox = ObjectIdentifier(group)
+        let startsDrain = mailboxes.withLock { mailboxes in
+            if mailboxes[mailbox] != nil {
+                mailboxes[mailbox]!.append(message)
+                return false
+            }
+            mailboxes[mailbox] = [message]
+            return true
+        }
+        if startsDrain { Task { await drain(mailbox, into: group) } }
         return .delivered
+    }
+
+    /// Hands `group` its queued messages until its mailbox stays empty, then closes the mailbox.
+    private func drain(_ mailbox: ObjectIdentifier, into group: RaftGroup) async {
+        while true {
+            let batch: [Message] = mailboxes.withLock { mailboxes in
+                let queued = mailboxes[mailbox] ?? []
+                if queued.isEmpty {
+                    mailboxes[mailbox] = nil
+                } else {
+                    mailboxes[mailbox] = []
+                }
+                return queued
+            }
+            if batch.isEmpty { return }
+            await group.receive(batch)
+        }
     }
 
     func reportUnreachable(_ peer: NodeID) {

@@ -176,14 +176,27 @@ public actor RaftGroup {
 
     /// Feeds a message from a peer.
     public func receive(_ message: Message) async {
-        guard !isStopped else { return }
+        await receive([message])
+    }
+
+    /// Feeds messages from peers in order, then runs the loop once for all of them: a burst that
+    /// queued while the group was busy costs one actor hop and one round.
+    public func receive(_ messages: [Message]) async {
+        for message in messages {
+            guard !isStopped else { return }
+            await step(message)
+        }
+        await process()
+    }
+
+    /// Hands one message to the core, or to the snapshot transfer it belongs to.
+    private func step(_ message: Message) async {
         lastContact[message.from] = .now
         switch message.payload {
         case .snapshot(let snapshot):
             if await receiveSnapshotOffer(message, snapshot) { return }
         case .snapshotChunkRequest(let piece):
             serveSnapshotChunk(piece, to: message.from)
-            await process()
             return
         case .snapshotChunk(let piece, let data):
             await receiveSnapshotChunk(piece, data, from: message.from)
@@ -191,13 +204,11 @@ public actor RaftGroup {
         case .proposal(let id, var data) where node.currentRole == .leader:
             stateMachine.stampForwardedProposal(&data)
             node.step(Message(from: message.from, to: message.to, term: message.term, payload: .proposal(id: id, data: data)))
-            await process()
             return
         default:
             break
         }
         node.step(message)
-        await process()
     }
 
     /// Tells the core that the transport could not reach `peer`: the leader stops pipelining to it,
