@@ -187,7 +187,9 @@ func h2loadStatusCodes(_ output: String) -> [Int] {
         let upstream = try await ChildProcess(script: "upstream.py")
         defer { upstream.stop() }
         let proxy = try await RunningProxy(yaml: httpConfig(upstreams: [upstream.port]))
-        let client = try BackgroundCommand(["nghttp", "-u", "-v", "-n", proxy.url("web", "/slow/3000")])
+        // The stream must outlast the 2 s wait for a quiet point by far: under load the first
+        // capture attempt (which starts that wait) can come a few seconds after the request.
+        let client = try BackgroundCommand(["nghttp", "-u", "-v", "-n", proxy.url("web", "/slow/7000")])
         try await waitUntil("the connection to be upgraded") { await proxy.proxy.connectionCounts()["web"]?["http2"] == 1 }
         await proxy.proxy.stopAccepting()
         // Capture attempts as the old process makes them, until the connection is gone.

@@ -18,8 +18,9 @@ struct ProgramResult {
 }
 
 /// Runs a program to completion with `input` on its standard input, killing it after `timeout`.
-/// Output goes to files, so no thread blocks on a full pipe.
-func runProgram(_ arguments: [String], input: String = "", timeout: Duration = .seconds(30)) async throws -> ProgramResult {
+/// Output goes to files, so no thread blocks on a full pipe. The timeout only catches a hang: the
+/// redis-py check takes 4 s alone and 33 s was seen under a loaded parallel run.
+func runProgram(_ arguments: [String], input: String = "", timeout: Duration = .seconds(120)) async throws -> ProgramResult {
     let base = FileManager.default.temporaryDirectory.appendingPathComponent("resp-test-\(UUID().uuidString)")
     let files = ["in", "out", "err"].map { base.appendingPathExtension($0) }
     defer { for file in files { try? FileManager.default.removeItem(at: file) } }
