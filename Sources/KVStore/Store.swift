@@ -144,7 +144,8 @@ public final class Store: Sendable {
         defer { opening.withLock { _ = $0.remove(id) } }
         let waiters = ProposalWaiters()
         let machine = try RegionStateMachine(
-            engine: engine, region: id, node: options.node, initial: initial, waiters: waiters
+            engine: engine, region: id, node: options.node, initial: initial, waiters: waiters,
+            storeRegions: { [weak self] in self?.orderedRegions.map(\.descriptor) ?? [] }
         ) { [weak self] left, right in self?.regionSplit(left: left, right: right) }
         let group = try await RaftGroup(
             group: id, id: options.node,
@@ -215,9 +216,11 @@ public final class Store: Sendable {
         regions.withLock { Array($0.values) }.sorted { $0.descriptor.start.lexicographicallyPrecedes($1.descriptor.start) }
     }
 
-    /// The region that holds `key` here, as far as this replica knows.
+    /// The region that holds `key` here, as far as this replica knows. When a region split off
+    /// arrived here before its parent applied the split, both claim the key: the newer range wins.
     func region(for key: Bytes) -> Region? {
-        regions.withLock { regions in regions.values.first { $0.descriptor.contains(key) } }
+        let candidates = regions.withLock { regions in regions.values.filter { $0.descriptor.contains(key) } }
+        return candidates.max { $0.descriptor.rangeVersion < $1.descriptor.rangeVersion }
     }
 
     static func describe(_ descriptor: RegionDescriptor) -> String {

@@ -348,6 +348,7 @@ extension KVError: BinaryCodable {
             case .timedOut: writer.write(UInt8(8))
             case .connectionLost: writer.write(UInt8(9))
             case .leadershipLost: writer.write(UInt8(10))
+            case .resultUnknown: writer.write(UInt8(12))
             }
         }
     }
@@ -370,6 +371,7 @@ extension KVError: BinaryCodable {
         case 9: self = .indefinite(.connectionLost)
         case 10: self = .indefinite(.leadershipLost)
         case 11: self = .definite(.unreachable(try text()))
+        case 12: self = .indefinite(.resultUnknown)
         default: throw reader.invalid("an error tag")
         }
     }

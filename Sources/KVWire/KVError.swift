@@ -32,6 +32,10 @@ public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
         case timedOut
         case connectionLost
         case leadershipLost
+        /// Committed, but the replica that answers holds the key's newer data from a region split
+        /// off later (it took that region's snapshot before it applied the split), so it cannot tell
+        /// the write's result, such as whether its condition held.
+        case resultUnknown
     }
 
     public var isDefinite: Bool {
@@ -58,6 +62,7 @@ public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
             case .timedOut: return "timed out; the write may or may not have been applied"
             case .connectionLost: return "connection lost; the write may or may not have been applied"
             case .leadershipLost: return "leadership lost; the write may or may not have been applied"
+            case .resultUnknown: return "committed, but its result is unknown on this node; the write may or may not have taken effect"
             }
         }
     }

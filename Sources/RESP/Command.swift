@@ -155,6 +155,7 @@ enum Replies {
             case .timedOut: what = "timed out"
             case .connectionLost: what = "lost its connection"
             case .leadershipLost: what = "lost its leader"
+            case .resultUnknown: what = "found its region superseded"
             }
             return .error("TRYAGAIN the read \(what); nothing was changed, retry")
         }

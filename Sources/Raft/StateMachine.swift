@@ -51,6 +51,12 @@ public struct CommittedEntry: Sendable, Hashable {
     public var index: UInt64
     public var term: UInt64
     public var data: [UInt8]
+
+    public init(index: UInt64, term: UInt64, data: [UInt8]) {
+        self.index = index
+        self.term = term
+        self.data = data
+    }
 }
 
 /// Called on the leader about each follower's replicator (SOFAJRaft's ReplicatorStateListener).

@@ -35,7 +35,10 @@ final class Servers {
             process.waitUntilExit()
         }
         processes = [:]
-        try? FileManager.default.removeItem(atPath: directory)
+        // DIVAN_KEEP_TEST_DATA=1 keeps the nodes' logs and data for a post-mortem.
+        if ProcessInfo.processInfo.environment["DIVAN_KEEP_TEST_DATA"] == nil {
+            try? FileManager.default.removeItem(atPath: directory)
+        }
     }
 
     /// Starts node `id`: a founder (voters 1, 2, 3 plus the learners) or a node that joins later.
@@ -47,7 +50,8 @@ final class Servers {
         process.arguments = [
             "server", "--id", "\(id)", "--listen", "127.0.0.1:\(raftPorts[id - 1])",
             "--http", "127.0.0.1:\(httpPorts[id - 1])", "--resp", "127.0.0.1:\(respPorts[id - 1])", "--peers", peers,
-            "--data-dir", "\(directory)/node-\(id)", "--election-timeout-ms", "500", "--log-level", "warning",
+            "--data-dir", "\(directory)/node-\(id)", "--election-timeout-ms", "500",
+            "--log-level", ProcessInfo.processInfo.environment["DIVAN_TEST_LOG_LEVEL"] ?? "warning",
         ] + arguments + (joining ? ["--join"] : founders)
         let logPath = "\(directory)/node-\(id).log"
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }

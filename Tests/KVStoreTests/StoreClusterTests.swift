@@ -153,7 +153,7 @@ final class StoreCluster: @unchecked Sendable {
         // Concurrent writes from a follower are batched into few proposals and all answered.
         let service = cluster.service(2)
         let results = try await withThrowingTaskGroup(of: KVWriteResult.self) { group in
-            for n in 0..<200 { group.addTask { try await service.write(.incrementBy(key: Array("counter".utf8), delta: 1)) } }
+            for _ in 0..<200 { group.addTask { try await service.write(.incrementBy(key: Array("counter".utf8), delta: 1)) } }
             return try await group.reduce(into: [KVWriteResult]()) { $0.append($1) }
         }
         #expect(Set(results) == Set((1...200).map { KVWriteResult.integer(Int64($0)) }))
@@ -229,7 +229,6 @@ final class StoreCluster: @unchecked Sendable {
         let cluster = StoreCluster(splitKeys: 50)
         for id in NodeID(1)...3 { try await cluster.start(id, founders: [1, 2, 3]) }
         try await cluster.waitForLeaders()
-        let service = cluster.service(1)
         for n in 0..<120 { try await cluster.set("k\(n)", "\(n)", on: 1) }
         try await cluster.waitUntil("a split") { await cluster.stores[1]!.status().regions.count >= 2 }
         for id in NodeID(1)...3 {

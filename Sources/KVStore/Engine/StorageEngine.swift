@@ -40,6 +40,23 @@ public struct KeyRange: Sendable, Hashable {
     public func contains(_ key: [UInt8]) -> Bool {
         !key.lexicographicallyPrecedes(start) && end.map { key.lexicographicallyPrecedes($0) } ?? true
     }
+
+    /// What remains of this range once `holes` are taken out, in key order.
+    public func subtracting(_ holes: [KeyRange]) -> [KeyRange] {
+        holes.reduce([self]) { pieces, hole in pieces.flatMap { $0.subtracting(hole) } }
+    }
+
+    private func subtracting(_ hole: KeyRange) -> [KeyRange] {
+        let holeStartsBeforeEnd = end.map { hole.start.lexicographicallyPrecedes($0) } ?? true
+        let startsBeforeHoleEnd = hole.end.map { start.lexicographicallyPrecedes($0) } ?? true
+        guard holeStartsBeforeEnd && startsBeforeHoleEnd else { return [self] }
+        var pieces: [KeyRange] = []
+        if start.lexicographicallyPrecedes(hole.start) { pieces.append(KeyRange(start: start, end: hole.start)) }
+        if let holeEnd = hole.end, end.map({ holeEnd.lexicographicallyPrecedes($0) }) ?? true {
+            pieces.append(KeyRange(start: holeEnd, end: end))
+        }
+        return pieces
+    }
 }
 
 /// One key and its value.

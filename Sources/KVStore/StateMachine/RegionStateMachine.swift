@@ -55,19 +55,21 @@ public final class RegionStateMachine: StateMachine {
     private let meta: Mutex<RegionMeta>
     /// Called (on the group's actor, after the batch is durable in the engine) when a split created a region.
     let onSplit: @Sendable (_ left: RegionDescriptor, _ right: RegionDescriptor) -> Void
+    /// The descriptors of every region this store holds.
+    let storeRegions: @Sendable () -> [RegionDescriptor]
 
-    /// Opens region `region` from the engine, or creates it with `initial` when the engine has never
-    /// held it.
     /// Opens region `region` from the engine, or creates it with `initial` when the engine has never
     /// held it. Without either, the region starts empty, owning no keys, until a snapshot arrives.
     init(
         engine: any StorageEngine, region: UInt64, node: UInt64, initial: RegionDescriptor?,
-        waiters: ProposalWaiters, onSplit: @escaping @Sendable (RegionDescriptor, RegionDescriptor) -> Void
+        waiters: ProposalWaiters, storeRegions: @escaping @Sendable () -> [RegionDescriptor] = { [] },
+        onSplit: @escaping @Sendable (RegionDescriptor, RegionDescriptor) -> Void
     ) throws {
         self.engine = engine
         self.region = region
         self.node = node
         self.waiters = waiters
+        self.storeRegions = storeRegions
         self.onSplit = onSplit
         if let stored = try RegionMeta.load(region: region, from: engine) {
             meta = Mutex(stored)
@@ -92,6 +94,18 @@ public final class RegionStateMachine: StateMachine {
     public var descriptor: RegionDescriptor { current.descriptor }
     public var durableAppliedIndex: UInt64 { current.applied }
 
+    /// The key ranges inside `descriptor` that another region of this store holds with a newer range
+    /// version. A replica can take the snapshot of a region split off from this one before it applies
+    /// the split here (a restarted or lagging node): those keys then belong to the newer region, whose
+    /// data already includes every write of this region's log before the split, so this region's
+    /// older writes and older snapshot images must leave them alone.
+    func supersededRanges(of descriptor: RegionDescriptor) -> [KeyRange] {
+        storeRegions().compactMap { other in
+            guard other.id != descriptor.id, other.rangeVersion > descriptor.rangeVersion else { return nil }
+            return Self.clip(start: other.start, end: other.end, to: descriptor)
+        }
+    }
+
     public func apply(_ entries: [CommittedEntry]) throws -> [[UInt8]] {
         var state = current
         // A placeholder (opened on a message, before a snapshot or the split arrived) has no data
@@ -103,6 +117,7 @@ public final class RegionStateMachine: StateMachine {
         var results: [[UInt8]] = []
         var splits: [(left: RegionDescriptor, right: RegionMeta)] = []
         var resolved: [(request: UInt64, outcomes: [WriteOutcome])] = []
+        var superseded = supersededRanges(of: state.descriptor)
         for entry in entries {
             let command: RegionCommand
             do {
@@ -118,6 +133,9 @@ public final class RegionStateMachine: StateMachine {
                 for write in writes {
                     if let outside = Self.keyOutside(write, state.descriptor) {
                         outcomes.append(.failure(outside))
+                    } else if !superseded.isEmpty, let remaining = Self.write(write, excluding: superseded) {
+                        for part in remaining { _ = try applier.apply(part) }
+                        outcomes.append(.failure(.indefinite(.resultUnknown)))
                     } else {
                         outcomes.append(.success(try applier.apply(write)))
                     }
@@ -137,6 +155,7 @@ public final class RegionStateMachine: StateMachine {
                     right.descriptor.learners = members.learners
                 }
                 splits.append((left, right))
+                superseded = supersededRanges(of: state.descriptor)
                 results.append(CommandResult.encode([.success(.count(Int(right.keys)))]))
             }
             state.applied = entry.index
@@ -145,12 +164,41 @@ public final class RegionStateMachine: StateMachine {
         state.bytes += applier.byteDelta
         var batch = applier.batch
         batch.put(EngineLayout.metaKey(region: region), state.encodedBytes())
-        for split in splits { batch.put(EngineLayout.metaKey(region: split.right.descriptor.id), split.right.encodedBytes()) }
+        // A new region that took its own snapshot here already has newer metadata than the split's.
+        let established = Set(storeRegions().filter { $0.rangeVersion > 0 }.map(\.id))
+        for split in splits where !established.contains(split.right.descriptor.id) {
+            batch.put(EngineLayout.metaKey(region: split.right.descriptor.id), split.right.encodedBytes())
+        }
         try engine.write(batch)
         meta.withLock { $0 = state }
         for split in splits { onSplit(split.left, split.right.descriptor) }
         for (request, outcomes) in resolved { waiters.resolve(request, with: outcomes) }
         return results
+    }
+
+    /// What is left of `write` once the keys in `superseded` are taken out, or nil when it touches
+    /// none of them (an empty list when nothing is left).
+    static func write(_ write: KVWrite, excluding superseded: [KeyRange]) -> [KVWrite]? {
+        func isSuperseded(_ key: Bytes) -> Bool { superseded.contains { $0.contains(key) } }
+        switch write {
+        case .deleteRange(let start, let end):
+            let whole = KeyRange(start: start, end: end)
+            let remaining = whole.subtracting(superseded)
+            if remaining == [whole] { return nil }
+            return remaining.map { KVWrite.deleteRange(start: $0.start, end: $0.end) }
+        case .delete(let keys), .removeExpired(let keys):
+            guard keys.contains(where: isSuperseded) else { return nil }
+            let kept = keys.filter { !isSuperseded($0) }
+            if kept.isEmpty { return [] }
+            if case .delete = write { return [.delete(keys: kept)] }
+            return [.removeExpired(keys: kept)]
+        case .setMany(let pairs, let onlyIfNoneExists):
+            guard pairs.contains(where: { isSuperseded($0.key) }) else { return nil }
+            let kept = pairs.filter { !isSuperseded($0.key) }
+            return kept.isEmpty ? [] : [.setMany(pairs: kept, onlyIfNoneExists: onlyIfNoneExists)]
+        default:
+            return write.keys.contains(where: isSuperseded) ? [] : nil
+        }
     }
 
     /// A definite "region moved" error when `write` touches a key outside the region.
@@ -209,12 +257,17 @@ public final class RegionStateMachine: StateMachine {
     public func restore(from data: [UInt8]) throws {
         let image = try RegionSnapshotImage(decoding: data)
         // Only the image's range is replaced: a region's range only shrinks (by splits), and what it
-        // lost belongs to the regions split off, whose data on this node must survive.
+        // lost belongs to the regions split off, whose data on this node must survive. An image older
+        // than a split whose new region this node already holds leaves that region's keys alone too.
+        let descriptor = image.meta.descriptor
+        let superseded = supersededRanges(of: descriptor)
         var batch = WriteBatch()
-        for range in EngineLayout.userRanges(start: image.meta.descriptor.start, end: image.meta.descriptor.end) {
-            batch.deleteRange(range)
+        for range in KeyRange(start: descriptor.start, end: descriptor.end).subtracting(superseded) {
+            for engineRange in EngineLayout.userRanges(start: range.start, end: range.end) { batch.deleteRange(engineRange) }
         }
-        for pair in image.pairs { batch.put(pair.key, pair.value) }
+        for pair in image.pairs where superseded.isEmpty || !superseded.contains(where: { $0.contains(Array(pair.key.dropFirst())) }) {
+            batch.put(pair.key, pair.value)
+        }
         batch.put(EngineLayout.metaKey(region: region), image.meta.encodedBytes())
         try engine.write(batch)
         meta.withLock { $0 = image.meta }
