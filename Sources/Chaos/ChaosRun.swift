@@ -25,12 +25,17 @@ public struct ChaosOptions: Sendable {
     public var serverExecutable: String
     /// Keep the nodes' data directories even when the run passes.
     public var keepsData = false
+    /// Picks a free loopback port for each node's listeners; a node keeps its ports across restarts.
+    public var freePort: @Sendable () throws -> Int
 
-    public init(seed: UInt64, duration: Double, outputDirectory: String, serverExecutable: String) {
+    public init(
+        seed: UInt64, duration: Double, outputDirectory: String, serverExecutable: String, freePort: @escaping @Sendable () throws -> Int
+    ) {
         self.seed = seed
         self.duration = duration
         self.outputDirectory = outputDirectory
         self.serverExecutable = serverExecutable
+        self.freePort = freePort
     }
 }
 
@@ -54,7 +59,7 @@ public enum ChaosRun {
         let ids = Array(1...options.nodes)
         let nodes = try ids.map { id in
             ServerNode(
-                id: id, raftPort: try freeLoopbackPort(), httpPort: try freeLoopbackPort(), respPort: try freeLoopbackPort(),
+                id: id, raftPort: try options.freePort(), httpPort: try options.freePort(), respPort: try options.freePort(),
                 dataDirectory: "\(output)/nodes/node-\(id)", logFile: "\(output)/nodes/node-\(id).log")
         }
         let relay = try Relay(nodes: ids) { id in nodes[id - 1].raftPort }

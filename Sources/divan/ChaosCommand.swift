@@ -1,5 +1,6 @@
 import ArgumentParser
 import Chaos
+import DivanServer
 import Foundation
 
 extension FaultKind: ExpressibleByArgument {}
@@ -77,7 +78,7 @@ struct ChaosCommand: ParsableCommand {
         let seed = seed ?? UInt64.random(in: 1...999_999)
         var options = ChaosOptions(
             seed: seed, duration: time, outputDirectory: output ?? "chaos-\(seed)",
-            serverExecutable: try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            serverExecutable: try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"), freePort: freeLoopbackPort)
         options.nodes = nodes
         options.voters = voters
         options.clients = clients
