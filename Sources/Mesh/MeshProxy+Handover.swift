@@ -212,7 +212,7 @@ extension MeshProxy: HandoverDonor, HandoverRecipient {
 
     public func adopt(_ connections: [HandoverConnection]) async -> [HandoverAdoptionFailure] {
         guard !connections.isEmpty else { return [] }
-        // One wait for the lot: each adoption is one task on its event loop, and the loops are busy serving.
+        // One wait for the lot: each adoption runs on its event loop, and awaiting each in turn would hop back and forth.
         let adoptions = connections.map(adoption(of:))
         let results: [Result<Void, any Error>]
         do {
