@@ -44,6 +44,17 @@ public struct HandoverReport: Sendable, Equatable {
     }
 }
 
+/// A connection a proxy could not serve, and why; its descriptors are still the caller's.
+public struct HandoverAdoptionFailure: Sendable {
+    public var connection: HandoverConnection
+    public var reason: String
+
+    public init(connection: HandoverConnection, reason: String) {
+        self.connection = connection
+        self.reason = reason
+    }
+}
+
 /// The old process's proxy, as the handover shell uses it.
 public protocol HandoverDonor: Sendable {
     /// Duplicates of every listening socket, by name. The proxy keeps accepting on its own copies.
@@ -57,8 +68,8 @@ public protocol HandoverDonor: Sendable {
     func captureConnections(markingUpTo limit: Int) async -> [HandoverConnection]
     /// Client connections still open here.
     func heldConnectionCount() async -> Int
-    /// Serves a connection (a captured one taken back, or one received from an old process).
-    func adopt(_ connection: HandoverConnection) async throws
+    /// Serves captured connections taken back; returns those it could not serve. It owns the descriptors of the others.
+    func adopt(_ connections: [HandoverConnection]) async -> [HandoverAdoptionFailure]
     func record(_ report: HandoverReport)
 }
 
@@ -70,8 +81,9 @@ public protocol HandoverRecipient: Sendable {
     func adoptListener(_ listener: HandoverListener) async throws
     /// Starts accepting on every adopted listener.
     func startAccepting() async
-    /// Serves a connection received from the old process; on success the proxy owns its descriptors.
-    func adopt(_ connection: HandoverConnection) async throws
+    /// Serves connections received from the old process, all at once; returns those it could not serve. It owns the
+    /// descriptors of the others.
+    func adopt(_ connections: [HandoverConnection]) async -> [HandoverAdoptionFailure]
     func record(_ report: HandoverReport)
 }
 

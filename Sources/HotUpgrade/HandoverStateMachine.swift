@@ -36,10 +36,17 @@ public enum HandoverFailure: Error, Sendable, Equatable, CustomStringConvertible
 /// process stops accepting and hands connections over; a failure after that point resumes accepting on the
 /// listener copies it kept and takes back the connections the new process has not acknowledged (`resumed`).
 /// Connections the new process acknowledged are its own and end with it if it dies.
+///
+/// Up to `batchesInFlight` batches may be sent before the first is acknowledged. The new process handles batches in
+/// the order they arrive on the one stream, so each acknowledgement answers the oldest batch in flight and must
+/// count exactly its connections; anything else is a protocol violation.
 public struct HandoverStateMachine: Sendable, Equatable {
     /// Bumped whenever a message's encoding or meaning changes; both sides must agree exactly.
     /// 2: connections may carry HTTP/2 state (`HandoverConnection.State.http2`), which version 1 cannot decode.
     public static let protocolVersion: UInt16 = 2
+    /// Four batches of at most 250 descriptors keep fewer than 1,024 descriptors in flight, the default open-file
+    /// limit past which the kernel refuses to pass more (ETOOMANYREFS).
+    public static let defaultBatchesInFlight = 4
 
     /// Where the handover is.
     public enum State: Sendable, Equatable {
@@ -47,8 +54,9 @@ public struct HandoverStateMachine: Sendable, Equatable {
         case waitingForHello
         /// Listener copies are on their way; the old process still accepts. Before the commit point.
         case waitingForReady
-        /// Committed: the old process stopped accepting; `inFlight` connections were sent and not yet acknowledged.
-        case moving(inFlight: Int)
+        /// Committed: the old process stopped accepting; `inFlight` holds the size of each batch sent and not yet
+        /// acknowledged, oldest first.
+        case moving(inFlight: [Int])
         /// The old process holds nothing any more and may exit.
         case finished
         /// Failed before the commit point: nothing changed.
@@ -62,7 +70,9 @@ public struct HandoverStateMachine: Sendable, Equatable {
         case hello(version: UInt16, peerUID: UInt32)
         case ready
         case aborted(String)
+        /// A batch of this many connections went out; only when `canSendBatch`.
         case batchSent(Int)
+        /// The new process acknowledged its oldest batch in flight, which had this many connections.
         case adopted(Int)
         /// The proxy holds no connection and none is in flight.
         case drained
@@ -88,9 +98,19 @@ public struct HandoverStateMachine: Sendable, Equatable {
 
     public private(set) var state: State = .waitingForHello
     private let ownUID: UInt32
+    /// How many batches may be sent and not yet acknowledged.
+    public let batchesInFlight: Int
 
-    public init(ownUID: UInt32) {
+    public init(ownUID: UInt32, batchesInFlight: Int = Self.defaultBatchesInFlight) {
+        precondition(batchesInFlight > 0, "at least one batch must be allowed in flight")
         self.ownUID = ownUID
+        self.batchesInFlight = batchesInFlight
+    }
+
+    /// Whether the shell may send another batch now.
+    public var canSendBatch: Bool {
+        guard case .moving(let inFlight) = state else { return false }
+        return inFlight.count < batchesInFlight
     }
 
     /// Whether the handover ended, one way or the other.
@@ -109,17 +129,21 @@ public struct HandoverStateMachine: Sendable, Equatable {
             state = .waitingForReady
             return [.sendWelcome, .sendListeners]
         case (.waitingForReady, .ready):
-            state = .moving(inFlight: 0)
+            state = .moving(inFlight: [])
             return [.stopAccepting, .sendStoppedAccepting, .startMoving]
         case (.moving(let inFlight), .batchSent(let count)):
-            state = .moving(inFlight: inFlight + count)
+            guard inFlight.count < batchesInFlight else {
+                return fail(.protocolViolation("a batch sent with \(inFlight.count) in flight, at most \(batchesInFlight) allowed"))
+            }
+            state = .moving(inFlight: inFlight + [count])
             return []
         case (.moving(let inFlight), .adopted(let count)):
-            guard count <= inFlight else { return fail(.protocolViolation("\(count) adopted, \(inFlight) sent")) }
-            state = .moving(inFlight: inFlight - count)
+            guard let oldest = inFlight.first else { return fail(.protocolViolation("\(count) adopted, no batch in flight")) }
+            guard count == oldest else { return fail(.protocolViolation("\(count) adopted of a batch of \(oldest)")) }
+            state = .moving(inFlight: Array(inFlight.dropFirst()))
             return []
         case (.moving(let inFlight), .drained):
-            guard inFlight == 0 else { return [] }
+            guard inFlight.isEmpty else { return [] }
             state = .finished
             return [.sendDone, .close]
         case (_, .aborted(let reason)):

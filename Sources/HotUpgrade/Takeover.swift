@@ -98,28 +98,11 @@ public enum Takeover {
                 logger.error("takeover: aborting", metadata: ["reason": "\(reason)"])
                 try? await blocking { try socket.send(.abort(reason: reason)) }
             case .adoptConnections:
-                // All at once: each adoption waits for event loops that are busy serving, so one at a time is slow.
-                let failures = await withTaskGroup(of: (HandoverConnection, String?).self) { group in
-                    for connection in batch {
-                        group.addTask {
-                            do {
-                                try await recipient.adopt(connection)
-                                return (connection, nil)
-                            } catch {
-                                return (connection, "\(error)")
-                            }
-                        }
-                    }
-                    var failures: [(HandoverConnection, String)] = []
-                    for await (connection, error) in group {
-                        if let error { failures.append((connection, error)) }
-                    }
-                    return failures
-                }
-                for (connection, error) in failures {
+                let failures = await recipient.adopt(batch)
+                for failure in failures {
                     // The old process has closed its side: the connection ends here rather than hang.
-                    logger.error("takeover: cannot adopt a connection", metadata: ["id": "\(connection.id)", "error": "\(error)"])
-                    closeDescriptors([connection])
+                    logger.error("takeover: cannot adopt a connection", metadata: ["id": "\(failure.connection.id)", "error": "\(failure.reason)"])
+                    closeDescriptors([failure.connection])
                 }
                 moved += batch.count - failures.count
                 bytes += batch.reduce(0) { $0 + $1.bufferedBytes }

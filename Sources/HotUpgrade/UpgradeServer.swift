@@ -16,15 +16,18 @@ public struct HandoverOptions: Sendable {
     public var stepTimeout: Duration
     /// After the window, how long connections that never reach a safe point may keep the old process alive.
     public var drainTimeout: Duration
+    /// How many batches may be on their way before the first is acknowledged.
+    public var batchesInFlight: Int
 
     public init(
         window: Duration = .seconds(1), tick: Duration = .milliseconds(20), stepTimeout: Duration = .seconds(30),
-        drainTimeout: Duration = .seconds(30)
+        drainTimeout: Duration = .seconds(30), batchesInFlight: Int = HandoverStateMachine.defaultBatchesInFlight
     ) {
         self.window = window
         self.tick = tick
         self.stepTimeout = stepTimeout
         self.drainTimeout = drainTimeout
+        self.batchesInFlight = batchesInFlight
     }
 }
 
@@ -206,7 +209,7 @@ public final class UpgradeServer: Sendable {
         var logger = logger
         logger[metadataKey: "new_pid"] = "\(peer.pid)"
         let start = ContinuousClock.now
-        var machine = HandoverStateMachine(ownUID: getuid())
+        var machine = HandoverStateMachine(ownUID: getuid(), batchesInFlight: options.batchesInFlight)
         var listenerCopies: [HandoverListener] = []
         var unacknowledged: [HandoverConnection] = []
         var moved = 0
@@ -240,7 +243,8 @@ public final class UpgradeServer: Sendable {
                 case .sendStoppedAccepting:
                     try await blocking { try socket.send(.stoppedAccepting) }
                 case .startMoving:
-                    event = await moveConnections(socket, machine: &machine, unacknowledged: &unacknowledged, moved: &moved, bytes: &bytes, logger: logger)
+                    pending += await moveConnections(
+                        socket, machine: &machine, unacknowledged: &unacknowledged, moved: &moved, bytes: &bytes, logger: logger)
                 case .resumeAccepting:
                     do {
                         try await donor.resumeAccepting(listenerCopies)
@@ -250,13 +254,10 @@ public final class UpgradeServer: Sendable {
                         logger.critical("handover: cannot accept again", metadata: ["error": "\(error)"])
                     }
                 case .takeBackUnacknowledged:
-                    for connection in unacknowledged {
-                        do {
-                            try await donor.adopt(connection)
-                        } catch {
-                            logger.error("handover: cannot take a connection back", metadata: ["id": "\(connection.id)", "error": "\(error)"])
-                            closeDescriptors([connection])
-                        }
+                    for failure in await donor.adopt(unacknowledged) {
+                        logger.error(
+                            "handover: cannot take a connection back", metadata: ["id": "\(failure.connection.id)", "error": "\(failure.reason)"])
+                        closeDescriptors([failure.connection])
                     }
                     logger.notice("handover: took back unacknowledged connections", metadata: ["count": "\(unacknowledged.count)"])
                     unacknowledged = []
@@ -301,86 +302,93 @@ public final class UpgradeServer: Sendable {
         }
     }
 
-    /// Moves connections in batches over the window, each batch acknowledged before the next; returns the event
-    /// that ends the phase (`drained` or a failure).
+    /// Moves connections in batches over the window, keeping up to `batchesInFlight` batches on their way; returns the
+    /// actions of the event that ends the phase (`drained` or a failure). On a failure, `unacknowledged` holds every
+    /// captured connection the new process did not acknowledge: those in flight and those not sent yet.
     private func moveConnections(
         _ socket: HandoverSocket, machine: inout HandoverStateMachine, unacknowledged: inout [HandoverConnection],
         moved: inout Int, bytes: inout Int, logger: Logger
-    ) async -> HandoverStateMachine.Event {
+    ) async -> [HandoverStateMachine.Action] {
         let start = ContinuousClock.now
         let total = await donor.heldConnectionCount()
         let ticks = max(1, Int(options.window / options.tick))
         let perTick = max(1, (total + ticks - 1) / ticks)
+        // Sent and not yet acknowledged, oldest first: the new process acknowledges in this order.
+        var inFlight: [[HandoverConnection]] = []
+        // Captured and not sent yet.
+        var waiting: [[HandoverConnection]] = []
+        defer { unacknowledged = Array(inFlight.joined()) + Array(waiting.joined()) }
         var lastSent = ContinuousClock.now
-        logger.notice("handover: moving connections", metadata: ["connections": "\(total)", "window": "\(options.window)"])
+        logger.notice(
+            "handover: moving connections",
+            metadata: ["connections": "\(total)", "window": "\(options.window)", "batches_in_flight": "\(machine.batchesInFlight)"])
         while true {
             let elapsed = ContinuousClock.now - start
-            let limit = elapsed < options.window ? perTick : Int.max
-            let captured = await donor.captureConnections(markingUpTo: limit)
-            var batches: [[HandoverConnection]] = [[]]
-            var descriptors = 0
-            for connection in captured {
-                if descriptors + connection.descriptors.count > HandoverSocket.maxDescriptorsPerMessage {
-                    batches.append([])
-                    descriptors = 0
-                }
-                batches[batches.count - 1].append(connection)
-                descriptors += connection.descriptors.count
+            if waiting.isEmpty {
+                let limit = elapsed < options.window ? perTick : Int.max
+                waiting = Self.batches(await donor.captureConnections(markingUpTo: limit))
             }
-            for (index, batch) in batches.enumerated() where !batch.isEmpty {
-                unacknowledged += batch
+            while machine.canSendBatch, let batch = waiting.first {
+                waiting.removeFirst()
+                inFlight.append(batch)
                 _ = machine.handle(.batchSent(batch.count))
                 do {
                     try await blocking { try socket.send(.connections(batch)) }
-                    lastSent = .now
-                    let event = try await receiveEvent(socket)
-                    guard case .adopted(let count) = event, count == batch.count else {
-                        // Later batches were never sent: they are ours again with the unacknowledged ones.
-                        unacknowledged += batches[(index + 1)...].joined()
-                        if case .adopted(let count) = event {
-                            return .failed(.protocolViolation("\(count) adopted of a batch of \(batch.count)"))
-                        }
-                        return event
-                    }
-                    _ = machine.handle(event)
                 } catch let failure as HandoverFailure {
-                    unacknowledged += batches[(index + 1)...].joined()
-                    return .failed(failure)
+                    return machine.handle(.failed(failure))
                 } catch {
-                    unacknowledged += batches[(index + 1)...].joined()
-                    return .failed(.protocolViolation("\(error)"))
+                    return machine.handle(.failed(.protocolViolation("\(error)")))
                 }
-                closeDescriptors(batch)
-                unacknowledged = []
-                moved += batch.count
-                bytes += batch.reduce(0) { $0 + $1.bufferedBytes }
-                logger.info("handover: batch moved", metadata: ["connections": "\(batch.count)", "moved": "\(moved)"])
+                lastSent = .now
             }
-            if captured.isEmpty {
-                if await donor.heldConnectionCount() == 0 { return .drained }
-                if elapsed > options.window + options.drainTimeout {
-                    logger.warning("handover: connections never reached a safe point; they close with this process")
-                    return .drained
+            if let oldest = inFlight.first {
+                let event: HandoverStateMachine.Event
+                do {
+                    event = try await receiveEvent(socket)
+                } catch let failure as HandoverFailure {
+                    event = .failed(failure)
+                } catch {
+                    event = .failed(.protocolViolation("\(error)"))
                 }
-                if ContinuousClock.now - lastSent > .seconds(1) {
-                    // An empty batch keeps the new process from timing out while nothing can move yet.
-                    do {
-                        try await blocking { try socket.send(.connections([])) }
-                        lastSent = .now
-                        let event = try await receiveEvent(socket)
-                        guard case .adopted(0) = event else {
-                            if case .adopted(let count) = event { return .failed(.protocolViolation("\(count) adopted of none")) }
-                            return event
-                        }
-                    } catch let failure as HandoverFailure {
-                        return .failed(failure)
-                    } catch {
-                        return .failed(.protocolViolation("\(error)"))
-                    }
+                let actions = machine.handle(event)
+                if machine.isOver { return actions }
+                inFlight.removeFirst()
+                closeDescriptors(oldest)
+                moved += oldest.count
+                bytes += oldest.reduce(0) { $0 + $1.bufferedBytes }
+                if !oldest.isEmpty {
+                    logger.info("handover: batch moved", metadata: ["connections": "\(oldest.count)", "moved": "\(moved)"])
                 }
-                try? await Task.sleep(for: options.tick)
+                continue
             }
+            // Nothing in flight and nothing captured.
+            if await donor.heldConnectionCount() == 0 { return machine.handle(.drained) }
+            if elapsed > options.window + options.drainTimeout {
+                logger.warning("handover: connections never reached a safe point; they close with this process")
+                return machine.handle(.drained)
+            }
+            if ContinuousClock.now - lastSent > .seconds(1) {
+                // An empty batch keeps the new process from timing out while nothing can move yet.
+                waiting = [[]]
+                continue
+            }
+            try? await Task.sleep(for: options.tick)
         }
+    }
+
+    /// Splits captured connections into batches of at most `HandoverSocket.maxDescriptorsPerMessage` descriptors.
+    private static func batches(_ connections: [HandoverConnection]) -> [[HandoverConnection]] {
+        var batches: [[HandoverConnection]] = []
+        var descriptors = HandoverSocket.maxDescriptorsPerMessage
+        for connection in connections {
+            if descriptors + connection.descriptors.count > HandoverSocket.maxDescriptorsPerMessage {
+                batches.append([])
+                descriptors = 0
+            }
+            batches[batches.count - 1].append(connection)
+            descriptors += connection.descriptors.count
+        }
+        return batches
     }
 
     private func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {

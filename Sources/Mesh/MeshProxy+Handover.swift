@@ -117,11 +117,9 @@ extension MeshProxy: HandoverDonor, HandoverRecipient {
                 }
             }
         }
-        var captured: [HandoverConnection] = []
-        for attempt in attempts {
-            if let connection = (try? await attempt.get()) ?? nil { captured.append(connection) }
-        }
-        return captured
+        // One wait for the lot: awaiting each attempt in turn would hop to its event loop and back once per connection.
+        let results = (try? await EventLoopFuture.whenAllComplete(attempts, on: group.next()).get()) ?? []
+        return results.compactMap { result in (try? result.get()) ?? nil }
     }
 
     /// Marks an HTTP connection: an HTTP/2 one at its HTTP/2 gate, any other at its `HandoverGate`; on its event loop.
@@ -212,17 +210,37 @@ extension MeshProxy: HandoverDonor, HandoverRecipient {
         connections.all.count
     }
 
-    public func adopt(_ connection: HandoverConnection) async throws {
+    public func adopt(_ connections: [HandoverConnection]) async -> [HandoverAdoptionFailure] {
+        guard !connections.isEmpty else { return [] }
+        // One wait for the lot: each adoption runs on its event loop, and awaiting each in turn would hop back and forth.
+        let adoptions = connections.map(adoption(of:))
+        let results: [Result<Void, any Error>]
+        do {
+            results = try await EventLoopFuture.whenAllComplete(adoptions, on: group.next()).get()
+        } catch {
+            results = Array(repeating: .failure(error), count: connections.count)
+        }
+        return zip(connections, results).compactMap { connection, result in
+            guard case .failure(let error) = result else { return nil }
+            return HandoverAdoptionFailure(connection: connection, reason: "\(error)")
+        }
+    }
+
+    private func adoption(of connection: HandoverConnection) -> EventLoopFuture<Void> {
         switch connection.state {
         case .http(let preRead):
-            try await adoptHTTPConnection(listener: connection.listener, descriptor: connection.descriptors[0], preRead: ByteBuffer(bytes: preRead))
+            return httpConnectionAdoption(listener: connection.listener, descriptor: connection.descriptors[0], preRead: ByteBuffer(bytes: preRead))
         case .http2(let state):
-            try await adoptHTTP2Connection(listener: connection.listener, descriptor: connection.descriptors[0], state: state)
+            // Not chained on the loop like the others: resumed in a loop task queued right behind its registration, some
+            // connections never reached a quiet point at the next upgrade (UpgradeTests, HTTP/2 with many streams).
+            return group.next().makeFutureWithTask {
+                try await self.adoptHTTP2Connection(listener: connection.listener, descriptor: connection.descriptors[0], state: state)
+            }
         case .tcp(let toUpstream, let toClient, let clientOpen, let upstreamOpen):
             let snapshot = TCPTunnelSnapshot(
                 listener: connection.listener, pendingToUpstream: ByteBuffer(bytes: toUpstream), pendingToClient: ByteBuffer(bytes: toClient),
                 isClientInputOpen: clientOpen, isUpstreamInputOpen: upstreamOpen)
-            try await adoptTCPTunnel(snapshot, clientDescriptor: connection.descriptors[0], upstreamDescriptor: connection.descriptors[1])
+            return tcpTunnelAdoption(snapshot, clientDescriptor: connection.descriptors[0], upstreamDescriptor: connection.descriptors[1])
         }
     }
 

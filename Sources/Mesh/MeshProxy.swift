@@ -81,22 +81,33 @@ public final class MeshProxy: Sendable {
     ///
     /// `preRead` holds bytes the old process read but did not process (the start of the next request).
     public func adoptHTTPConnection(listener name: String, descriptor: CInt, preRead: ByteBuffer) async throws {
-        guard let listener = listenerContexts[name], listener.config.proto == .http else { throw MeshError.unknownListener(name) }
+        try await httpConnectionAdoption(listener: name, descriptor: descriptor, preRead: preRead).get()
+    }
+
+    /// `adoptHTTPConnection` as a future: its steps follow one another on the connection's event loop, with no hop
+    /// back to the caller in between.
+    func httpConnectionAdoption(listener name: String, descriptor: CInt, preRead: ByteBuffer) -> EventLoopFuture<Void> {
+        guard let listener = listenerContexts[name], listener.config.proto == .http else {
+            return group.next().makeFailedFuture(MeshError.unknownListener(name))
+        }
         // Nothing is read from the socket until the pre-read bytes went through the decoder, so the order holds.
-        let channel = try await ClientBootstrap(group: group)
+        return ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.autoRead, value: false)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try self.configureHTTP(channel, listener: listener) }
             }
-            .withConnectedSocket(descriptor).get()
-        try await channel.eventLoop.flatSubmit {
-            if preRead.readableBytes > 0 {
-                channel.pipeline.syncOperations.fireChannelRead(NIOAny(preRead))
-                channel.pipeline.syncOperations.fireChannelReadComplete()
+            .withConnectedSocket(descriptor)
+            .flatMap { channel in
+                // The registration's future completes before channelActive goes through the pipeline: queue behind it.
+                channel.eventLoop.flatSubmit {
+                    if preRead.readableBytes > 0 {
+                        channel.pipeline.syncOperations.fireChannelRead(NIOAny(preRead))
+                        channel.pipeline.syncOperations.fireChannelReadComplete()
+                    }
+                    return channel.setOption(.autoRead, value: true)
+                }
             }
-            return channel.setOption(.autoRead, value: true)
-        }.get()
     }
 
     /// Serves an HTTP/2 client socket moved from an old process at a quiet point, in the state it was moved in.
@@ -124,46 +135,54 @@ public final class MeshProxy: Sendable {
 
     /// Rebuilds a TCP tunnel from its two connected sockets, with the bytes still owed in each direction.
     public func adoptTCPTunnel(_ snapshot: TCPTunnelSnapshot, clientDescriptor: CInt, upstreamDescriptor: CInt) async throws {
-        guard let listener = listenerContexts[snapshot.listener], listener.config.proto == .tcp else {
-            throw MeshError.unknownListener(snapshot.listener)
-        }
+        try await tcpTunnelAdoption(snapshot, clientDescriptor: clientDescriptor, upstreamDescriptor: upstreamDescriptor).get()
+    }
+
+    /// `adoptTCPTunnel` as a future: its steps follow one another on one event loop, with no hop back to the caller
+    /// in between. Each step is queued behind the previous registration's channelActive, which its future precedes.
+    func tcpTunnelAdoption(_ snapshot: TCPTunnelSnapshot, clientDescriptor: CInt, upstreamDescriptor: CInt) -> EventLoopFuture<Void> {
         let loop = group.next()
-        let tunnelBox = try await loop.submit {
-            NIOLoopBound(TCPTunnel(machine: TCPTunnelStateMachine(
-                adoptedWithClientInputOpen: snapshot.isClientInputOpen, upstreamInputOpen: snapshot.isUpstreamInputOpen)),
+        guard let listener = listenerContexts[snapshot.listener], listener.config.proto == .tcp else {
+            return loop.makeFailedFuture(MeshError.unknownListener(snapshot.listener))
+        }
+        return loop.flatSubmit {
+            let tunnelBox = NIOLoopBound(
+                TCPTunnel(machine: TCPTunnelStateMachine(
+                    adoptedWithClientInputOpen: snapshot.isClientInputOpen, upstreamInputOpen: snapshot.isUpstreamInputOpen)),
                 eventLoop: loop)
-        }.get()
-        let upstream = try await ClientBootstrap(group: loop)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.autoRead, value: false)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+            return ClientBootstrap(group: loop)
+                .channelOption(.allowRemoteHalfClosure, value: true)
+                .channelOption(.autoRead, value: false)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let tunnel = tunnelBox.value
+                        let handler = TunnelHandler(side: .upstream, tunnel: tunnel)
+                        tunnel.upstream = handler
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                    }
+                }
+                .withConnectedSocket(upstreamDescriptor)
+                .flatMap { _ in loop.flatSubmit {
+                    ClientBootstrap(group: loop)
+                        .channelOption(.allowRemoteHalfClosure, value: true)
+                        .channelOption(.autoRead, value: false)
+                        .channelInitializer { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                try self.configureTCPClient(channel, listener: listener, tunnel: tunnelBox.value)
+                            }
+                        }
+                        .withConnectedSocket(clientDescriptor)
+                } }
+                .flatMap { _ in loop.submit {
                     let tunnel = tunnelBox.value
-                    let handler = TunnelHandler(side: .upstream, tunnel: tunnel)
-                    tunnel.upstream = handler
-                    try channel.pipeline.syncOperations.addHandler(handler)
-                }
-            }
-            .withConnectedSocket(upstreamDescriptor).get()
-        let client = try await ClientBootstrap(group: loop)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.autoRead, value: false)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try self.configureTCPClient(channel, listener: listener, tunnel: tunnelBox.value)
-                }
-            }
-            .withConnectedSocket(clientDescriptor).get()
-        try await loop.submit {
-            let tunnel = tunnelBox.value
-            tunnel.upstream?.write(snapshot.pendingToUpstream)
-            tunnel.upstream?.flush()
-            tunnel.client?.write(snapshot.pendingToClient)
-            tunnel.client?.flush()
-            if snapshot.isClientInputOpen { tunnel.client?.startReading() }
-            if snapshot.isUpstreamInputOpen { tunnel.upstream?.startReading() }
-            _ = (client, upstream)
-        }.get()
+                    tunnel.upstream?.write(snapshot.pendingToUpstream)
+                    tunnel.upstream?.flush()
+                    tunnel.client?.write(snapshot.pendingToClient)
+                    tunnel.client?.flush()
+                    if snapshot.isClientInputOpen { tunnel.client?.startReading() }
+                    if snapshot.isUpstreamInputOpen { tunnel.upstream?.startReading() }
+                } }
+        }
     }
 
     /// The bound address of a listener (useful with port 0).

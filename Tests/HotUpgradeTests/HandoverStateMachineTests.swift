@@ -29,7 +29,7 @@ import Testing
         _ = machine.handle(.ready)
         _ = machine.handle(.batchSent(1))
         #expect(machine.handle(.drained) == [])
-        #expect(machine.state == .moving(inFlight: 1))
+        #expect(machine.state == .moving(inFlight: [1]))
         _ = machine.handle(.adopted(1))
         #expect(machine.handle(.drained) == [.sendDone, .close])
     }
@@ -75,7 +75,7 @@ import Testing
     @Test(arguments: [
         [Machine.Event.failed(.peerGone)],
         [.batchSent(4), .failed(.peerGone)],
-        [.batchSent(4), .adopted(2), .failed(.timedOut)],
+        [.batchSent(4), .adopted(4), .failed(.timedOut)],
         [.batchSent(1), .adopted(2)],
         [.aborted("adoption failed")],
         [.ready],
@@ -87,6 +87,110 @@ import Testing
             return
         }
         #expect(actions.last == [.resumeAccepting, .takeBackUnacknowledged, .close])
+    }
+
+    /// A machine past the commit point with `batches` sent, none acknowledged.
+    func moving(batches: [Int], window: Int = HandoverStateMachine.defaultBatchesInFlight) -> Machine {
+        var machine = Machine(ownUID: 1000, batchesInFlight: window)
+        _ = machine.handle(.hello(version: Self.version, peerUID: 1000))
+        _ = machine.handle(.ready)
+        for size in batches { #expect(machine.handle(.batchSent(size)) == []) }
+        return machine
+    }
+
+    @Test func batchesMayBeSentOnlyAfterTheCommitPointAndWithinTheWindow() {
+        var machine = Machine(ownUID: 1000, batchesInFlight: 2)
+        #expect(!machine.canSendBatch)
+        _ = machine.handle(.hello(version: Self.version, peerUID: 1000))
+        #expect(!machine.canSendBatch)
+        _ = machine.handle(.ready)
+        #expect(machine.canSendBatch)
+        _ = machine.handle(.batchSent(250))
+        #expect(machine.canSendBatch)
+        _ = machine.handle(.batchSent(250))
+        #expect(!machine.canSendBatch)
+        _ = machine.handle(.adopted(250))
+        #expect(machine.canSendBatch)
+        #expect(machine.state == .moving(inFlight: [250]))
+    }
+
+    /// A full window drains as the acknowledgements come, each for the oldest batch, and sending resumes in between.
+    @Test func acknowledgementsAnswerTheOldestBatchInFlight() {
+        var machine = moving(batches: [250, 250, 100, 3])
+        #expect(machine.state == .moving(inFlight: [250, 250, 100, 3]))
+        #expect(!machine.canSendBatch)
+        #expect(machine.handle(.adopted(250)) == [])
+        #expect(machine.handle(.batchSent(7)) == [])
+        #expect(machine.handle(.adopted(250)) == [])
+        #expect(machine.handle(.adopted(100)) == [])
+        #expect(machine.state == .moving(inFlight: [3, 7]))
+        #expect(machine.handle(.drained) == [])
+        #expect(machine.handle(.adopted(3)) == [])
+        #expect(machine.handle(.adopted(7)) == [])
+        #expect(machine.handle(.drained) == [.sendDone, .close])
+        #expect(machine.state == .finished)
+    }
+
+    /// Empty batches (sent to keep the new process from timing out) take a place in the window like any other.
+    @Test func anEmptyBatchIsAcknowledgedInItsTurn() {
+        var machine = moving(batches: [0, 5])
+        #expect(machine.handle(.adopted(0)) == [])
+        #expect(machine.state == .moving(inFlight: [5]))
+    }
+
+    /// The protocol has no batch numbers: the new process handles batches in the order they arrive, so an
+    /// acknowledgement that does not count the oldest batch is out of order or wrong, and the old process resumes.
+    @Test(arguments: [
+        ([3, 5], 5),
+        ([3, 5], 8),
+        ([3, 5], 2),
+        ([], 0),
+    ])
+    func anAcknowledgementThatIsNotForTheOldestBatchResumes(batches: [Int], acknowledged: Int) {
+        var machine = moving(batches: batches)
+        #expect(machine.handle(.adopted(acknowledged)) == [.resumeAccepting, .takeBackUnacknowledged, .close])
+        guard case .resumed(.protocolViolation) = machine.state else {
+            Issue.record("expected a protocol violation, got \(machine.state)")
+            return
+        }
+        #expect(!machine.canSendBatch)
+    }
+
+    @Test func aBatchBeyondTheWindowResumes() {
+        var machine = moving(batches: [1, 1], window: 2)
+        #expect(machine.handle(.batchSent(1)) == [.resumeAccepting, .takeBackUnacknowledged, .close])
+        guard case .resumed(.protocolViolation) = machine.state else {
+            Issue.record("expected a protocol violation, got \(machine.state)")
+            return
+        }
+    }
+
+    /// A failure with several batches in flight, some acknowledged: resumed, and the rest is taken back.
+    @Test(arguments: [HandoverFailure.peerGone, .timedOut, .peerAborted("adoption failed"), .protocolViolation("garbage")])
+    func aFailureWithSeveralBatchesInFlightResumes(failure: HandoverFailure) {
+        var machine = moving(batches: [250, 250, 250, 250])
+        _ = machine.handle(.adopted(250))
+        _ = machine.handle(.batchSent(120))
+        #expect(machine.handle(.failed(failure)) == [.resumeAccepting, .takeBackUnacknowledged, .close])
+        #expect(machine.state == .resumed(failure))
+        #expect(machine.isOver)
+        #expect(machine.handle(.adopted(250)) == [])
+        #expect(machine.state == .resumed(failure))
+    }
+
+    /// The peer aborting (it could not adopt) with batches in flight is a failure after the commit point too.
+    @Test func anAbortWithBatchesInFlightResumes() {
+        var machine = moving(batches: [250, 250])
+        #expect(machine.handle(.aborted("cannot adopt")) == [.resumeAccepting, .takeBackUnacknowledged, .close])
+        #expect(machine.state == .resumed(.peerAborted("cannot adopt")))
+    }
+
+    /// A window of one is the one-batch-at-a-time exchange.
+    @Test func aWindowOfOneSendsOneBatchAtATime() {
+        var machine = moving(batches: [2], window: 1)
+        #expect(!machine.canSendBatch)
+        _ = machine.handle(.adopted(2))
+        #expect(machine.canSendBatch)
     }
 
     @Test func nothingHappensAfterTheEnd() {
