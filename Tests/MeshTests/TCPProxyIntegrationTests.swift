@@ -29,7 +29,7 @@ func tcpConfig(upstream: Int, extra: String = "") -> String {
     }
 
     @Test func upstreamHalfCloseStillCarriesTheClientsBytes() async throws {
-        let results = try FileManager.default.temporaryDirectory.appendingPathComponent("mesh-tcp-\(UUID().uuidString)")
+        let results = FileManager.default.temporaryDirectory.appendingPathComponent("mesh-tcp-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: results, withIntermediateDirectories: true)
         let first = try await ChildProcess(script: "tcp_upstream.py", arguments: ["first", results.path])
         defer { first.stop() }

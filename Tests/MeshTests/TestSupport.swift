@@ -77,8 +77,8 @@ final class BackgroundCommand: @unchecked Sendable {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("mesh-cmd-\(UUID().uuidString)")
         stdoutFile = base.appendingPathExtension("out")
         stderrFile = base.appendingPathExtension("err")
-        FileManager.default.createFile(atPath: stdoutFile.path, contents: nil)
-        FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stdoutFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = arguments
         process.standardOutput = try FileHandle(forWritingTo: stdoutFile)
