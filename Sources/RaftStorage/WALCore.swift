@@ -252,7 +252,7 @@ final class WALCore: Sendable {
             if let hardState = write.hardState { encoded.addHardState(write.group, hardState) }
         }
         if encoded.operations.isEmpty { return WriteTicket(completed: true) }
-        return try enqueue(sync: sync) { state throws(StorageError) in
+        return try enqueue(sync: sync, group: writes.first?.group ?? 0) { state throws(StorageError) in
             try Self.validate(writes, in: state)
             return encoded
         }
@@ -311,15 +311,17 @@ final class WALCore: Sendable {
     /// Queues records: `encode` validates them against the state and returns them (or nil for nothing
     /// to write), all under the lock; then their position is reserved and the index updated. The
     /// ticket completes when the writer has made them durable (or only written them, for `.deferred`),
-    /// or failed.
-    func enqueue(sync: WriteSync = .durable, _ encode: (borrowing WALState) throws(StorageError) -> Encoded?) throws(StorageError) -> WriteTicket {
+    /// or failed. `group` names the (first) group written in errors.
+    func enqueue(
+        sync: WriteSync = .durable, group: RaftGroupID = 0, _ encode: (borrowing WALState) throws(StorageError) -> Encoded?
+    ) throws(StorageError) -> WriteTicket {
         let ticket: WriteTicket = try lock.withLock { state throws(StorageError) in
             if let failure = state.failure { throw StorageError.failed(cause: failure.description) }
             if state.isClosing { throw StorageError.closed }
             guard let encoded = try encode(state) else { return WriteTicket(completed: true) }
             guard encoded.builder.count <= options.maximumBatchBytes else {
                 throw StorageError.invalidRequest(
-                    group: 0,
+                    group: group,
                     reason: "a write of \(encoded.builder.count) bytes exceeds the maximum batch of \(options.maximumBatchBytes) bytes; split it")
             }
             let position = reserve(encoded.builder.count, in: &state)
