@@ -89,6 +89,32 @@ func readNumbers(_ path: String) -> [Int] {
     ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: " ").compactMap { Int($0) }
 }
 
+/// The HTTP upstream fixture and a Mesh chain proxying to it: the setup most upgrade tests share.
+struct UpstreamAndChain {
+    let scratch: Scratch
+    let upstream: Child
+    let chain: MeshChain
+
+    /// Starts the upstream, then the chain on the config `config` makes for the upstream's port.
+    static func start(_ config: (Int) -> String) async throws -> UpstreamAndChain {
+        let scratch = try Scratch()
+        let (upstream, port) = try await startFixtureServer(
+            [fixtures.appendingPathComponent("upstream.py").path, "PORT_FILE"], in: scratch, name: "upstream")
+        do {
+            return UpstreamAndChain(scratch: scratch, upstream: upstream, chain: try await MeshChain(config: config(port), scratch: scratch))
+        } catch {
+            upstream.stop()
+            throw error
+        }
+    }
+
+    /// Stops the chain, then the upstream.
+    func stop() {
+        chain.stop()
+        upstream.stop()
+    }
+}
+
 /// A Divan Mesh proxy started by the test, and every process that took over from it since.
 final class MeshChain: @unchecked Sendable {
     let scratch: Scratch

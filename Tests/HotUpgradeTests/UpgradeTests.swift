@@ -53,12 +53,9 @@ import Testing
     }
 
     @Test func twoHundredKeepAliveClientsSurviveTenUpgradesOnTheSameConnections() async throws {
-        let scratch = try Scratch()
-        let (upstream, upstreamPort) = try await startFixtureServer(
-            [fixtures.appendingPathComponent("upstream.py").path, "PORT_FILE"], in: scratch, name: "upstream")
-        defer { upstream.stop() }
-        let chain = try await MeshChain(config: Self.config(httpUpstream: upstreamPort), scratch: scratch)
-        defer { chain.stop() }
+        let setup = try await UpstreamAndChain.start { Self.config(httpUpstream: $0) }
+        defer { setup.stop() }
+        let (scratch, chain) = (setup.scratch, setup.chain)
         let (clients, stop, progress) = try Self.startClients(200, churn: 4, port: try #require(chain.port("web")), scratch: scratch)
         defer { clients.stop() }
         try await Self.everyClientProgresses(progress, "before the first upgrade")
@@ -139,12 +136,9 @@ import Testing
     /// A new process that fails at each step of the protocol, played by the test itself over the upgrade socket
     /// (so each step is hit exactly), then a real one with a broken config: the old process serves throughout.
     @Test func theOldProcessKeepsServingWhenTheNewOneFailsAtEveryStep() async throws {
-        let scratch = try Scratch()
-        let (upstream, upstreamPort) = try await startFixtureServer(
-            [fixtures.appendingPathComponent("upstream.py").path, "PORT_FILE"], in: scratch, name: "upstream")
-        defer { upstream.stop() }
-        let chain = try await MeshChain(config: Self.config(httpUpstream: upstreamPort), scratch: scratch)
-        defer { chain.stop() }
+        let setup = try await UpstreamAndChain.start { Self.config(httpUpstream: $0) }
+        defer { setup.stop() }
+        let (scratch, chain) = (setup.scratch, setup.chain)
         let (clients, stop, progress) = try Self.startClients(50, port: try #require(chain.port("web")), scratch: scratch)
         defer { clients.stop() }
         try await Self.everyClientProgresses(progress, "at the start")
@@ -231,12 +225,9 @@ import Testing
 
     /// The container mode: the new process is started on its own, not by the old one, and finds it by the socket.
     @Test func anIndependentlyStartedProcessTakesOverThroughASharedSocket() async throws {
-        let scratch = try Scratch()
-        let (upstream, upstreamPort) = try await startFixtureServer(
-            [fixtures.appendingPathComponent("upstream.py").path, "PORT_FILE"], in: scratch, name: "upstream")
-        defer { upstream.stop() }
-        let chain = try await MeshChain(config: Self.config(httpUpstream: upstreamPort), scratch: scratch)
-        defer { chain.stop() }
+        let setup = try await UpstreamAndChain.start { Self.config(httpUpstream: $0) }
+        defer { setup.stop() }
+        let (scratch, chain) = (setup.scratch, setup.chain)
         let (clients, stop, progress) = try Self.startClients(50, port: try #require(chain.port("web")), scratch: scratch)
         defer { clients.stop() }
         try await Self.everyClientProgresses(progress, "at the start")
@@ -264,12 +255,9 @@ import Testing
     /// Another user reaching the socket (the test opens its permissions to let it) is refused by SO_PEERCRED.
     @Test(.enabled(if: getuid() == 0, "only root can run a client as another user"))
     func anotherUserIsRefused() async throws {
-        let scratch = try Scratch()
-        let (upstream, upstreamPort) = try await startFixtureServer(
-            [fixtures.appendingPathComponent("upstream.py").path, "PORT_FILE"], in: scratch, name: "upstream")
-        defer { upstream.stop() }
-        let chain = try await MeshChain(config: Self.config(httpUpstream: upstreamPort), scratch: scratch)
-        defer { chain.stop() }
+        let setup = try await UpstreamAndChain.start { Self.config(httpUpstream: $0) }
+        defer { setup.stop() }
+        let (scratch, chain) = (setup.scratch, setup.chain)
         chmod(scratch.url.path, 0o755)
         chmod(scratch.path("upgrade"), 0o755)
         chmod(chain.socketPath, 0o666)
@@ -286,12 +274,9 @@ import Testing
     /// no GOAWAY, no closed connection, every connection still the one it opened with (same local port) and making
     /// progress on the new process after each upgrade.
     @Test func http2ConnectionsWithManyStreamsSurviveTenUpgradesOnTheSameConnections() async throws {
-        let scratch = try Scratch()
-        let (upstream, upstreamPort) = try await startFixtureServer(
-            [fixtures.appendingPathComponent("upstream.py").path, "PORT_FILE"], in: scratch, name: "upstream")
-        defer { upstream.stop() }
-        let chain = try await MeshChain(config: Self.config(httpUpstream: upstreamPort), scratch: scratch)
-        defer { chain.stop() }
+        let setup = try await UpstreamAndChain.start { Self.config(httpUpstream: $0) }
+        defer { setup.stop() }
+        let chain = setup.chain
         let connections = 16
         let clients = try await HTTP2LoadClients.start(port: try #require(chain.port("web")), connections: connections, streams: 4)
         func everyConnectionProgresses(_ what: String) async throws {
@@ -330,12 +315,9 @@ import Testing
     /// GOAWAY, so the proof that it never did is the last process's count: it accepted or adopted exactly the
     /// connections h2load opened at the start (a reconnection anywhere in the chain would have moved here too).
     @Test func h2loadThroughTenUpgradesFailsNothingAndNeverReconnects() async throws {
-        let scratch = try Scratch()
-        let (upstream, upstreamPort) = try await startFixtureServer(
-            [fixtures.appendingPathComponent("upstream.py").path, "PORT_FILE"], in: scratch, name: "upstream")
-        defer { upstream.stop() }
-        let chain = try await MeshChain(config: Self.config(httpUpstream: upstreamPort), scratch: scratch)
-        defer { chain.stop() }
+        let setup = try await UpstreamAndChain.start { Self.config(httpUpstream: $0) }
+        defer { setup.stop() }
+        let (scratch, chain) = (setup.scratch, setup.chain)
         let connections = 8
         let load = try Child(
             ["h2load", "-c", "\(connections)", "-m", "8", "-D", "60", "http://127.0.0.1:\(try #require(chain.port("web")))/h2load"],
@@ -368,12 +350,9 @@ import Testing
     /// (Prior knowledge is covered by the NIO clients above: curl 7.88 does not reuse a prior-knowledge connection for
     /// a second transfer, against any server.)
     @Test func curlKeepsItsH2CUpgradedConnectionAcrossAnUpgrade() async throws {
-        let scratch = try Scratch()
-        let (upstream, upstreamPort) = try await startFixtureServer(
-            [fixtures.appendingPathComponent("upstream.py").path, "PORT_FILE"], in: scratch, name: "upstream")
-        defer { upstream.stop() }
-        let chain = try await MeshChain(config: Self.config(httpUpstream: upstreamPort), scratch: scratch)
-        defer { chain.stop() }
+        let setup = try await UpstreamAndChain.start { Self.config(httpUpstream: $0) }
+        defer { setup.stop() }
+        let (scratch, chain) = (setup.scratch, setup.chain)
         let port = try #require(chain.port("web"))
         let count = 40
         // One transfer every 100 ms on one connection; stdbuf makes curl write each line as its transfer ends.
@@ -403,12 +382,9 @@ import Testing
     /// can be told of a larger send window, never a smaller one): after the quiet-point timeout it gets GOAWAY,
     /// finishes its open streams, and new connections reach the new process.
     @Test func anHTTP2ConnectionWithNoQuietPointGetsGoAwayAndFinishesItsStreams() async throws {
-        let scratch = try Scratch()
-        let (upstream, upstreamPort) = try await startFixtureServer(
-            [fixtures.appendingPathComponent("upstream.py").path, "PORT_FILE"], in: scratch, name: "upstream")
-        defer { upstream.stop() }
-        let chain = try await MeshChain(config: Self.config(httpUpstream: upstreamPort), scratch: scratch)
-        defer { chain.stop() }
+        let setup = try await UpstreamAndChain.start { Self.config(httpUpstream: $0) }
+        defer { setup.stop() }
+        let (scratch, chain) = (setup.scratch, setup.chain)
         let port = try #require(chain.port("web"))
         let ready = scratch.path("h2.ready")
         let client = try Child(["python3", fixtures.appendingPathComponent("h2_goaway.py").path, "\(port)", ready], in: scratch, name: "h2")
