@@ -145,7 +145,7 @@ public final class Store: Sendable {
         let waiters = ProposalWaiters()
         let machine = try RegionStateMachine(
             engine: engine, region: id, node: options.node, initial: initial, waiters: waiters,
-            storeRegions: { [weak self] in self?.orderedRegions.map(\.descriptor) ?? [] }
+            storeRegions: { [weak self] in self?.regions.withLock { Array($0.values) }.map(\.descriptor) ?? [] }
         ) { [weak self] left, right in self?.regionSplit(left: left, right: right) }
         let group = try await RaftGroup(
             group: id, id: options.node,

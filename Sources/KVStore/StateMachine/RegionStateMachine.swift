@@ -165,7 +165,7 @@ public final class RegionStateMachine: StateMachine {
         var batch = applier.batch
         batch.put(EngineLayout.metaKey(region: region), state.encodedBytes())
         // A new region that took its own snapshot here already has newer metadata than the split's.
-        let established = Set(storeRegions().filter { $0.rangeVersion > 0 }.map(\.id))
+        let established = splits.isEmpty ? [] : Set(storeRegions().filter { $0.rangeVersion > 0 }.map(\.id))
         for split in splits where !established.contains(split.right.descriptor.id) {
             batch.put(EngineLayout.metaKey(region: split.right.descriptor.id), split.right.encodedBytes())
         }
